@@ -1,0 +1,29 @@
+# Two commands do all the set-up on a fresh clone:
+#   make run    create .venv, install, run the main job (search -> NetAdapt -> export) on the embedded default
+#   make test   create .venv, install, run the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+PIP     = $(PY) -m pip install -q -c constraints.txt
+
+.PHONY: setup run test test-fast bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) torch==2.13.0
+	$(PIP) -e '.[test]'
+	touch $@
+
+run: setup
+	$(VENV)/bin/mobilenas search
+
+test: setup
+	$(PY) -m pytest -q
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
+
+clean:
+	rm -rf $(VENV) runs outputs *.egg-info

@@ -1,0 +1,77 @@
+"""``mobilenas <command> [key=value ...]``: one Hydra app per command, one config per command.
+
+Each command is a module ``search.commands.<name>`` with a ``run(cfg)`` function and a primary
+config ``conf/<name>.yaml`` that composes the shared groups (space, data, latency, ...).
+Bad input ends with a one-line ``error:`` message and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from search_spaces.errors import MobilenasError
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+# name -> (module, one-line description). The order is the order of the help text.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "show": ("search.commands.show", "show an architecture as a layer table with params and MAdds"),
+    "space": ("search.commands.space", "describe a search space: stages, choices, size"),
+    "measure": ("search.commands.measure", "measure the latency of an architecture"),
+    "lut": ("search.commands.lut", "build, validate, import or list a latency lookup table"),
+    "train": ("search.commands.train", "train an architecture on a data set"),
+    "search": ("search.commands.search", "latency-constrained search with Optuna (the main job)"),
+    "refine": ("search.commands.refine", "NetAdapt refinement of an architecture to a latency target"),
+    "export": ("search.commands.export", "export an architecture or trained run for deployment"),
+    "reproduce": ("search.commands.reproduce", "reproduce MobileNetV3-Large/Small figures and search"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: mobilenas <command> [key=value ...] [--help] [--cfg job]", "", "commands:"]
+    lines += [f"  {name:<10} {description}" for name, (_, description) in COMMANDS.items()]
+    lines += ["", "Each command takes Hydra overrides, e.g. 'mobilenas show arch=mobilenet_v3_small'.",
+              "'mobilenas <command> --help' lists its config groups and defaults."]
+    return "\n".join(lines)
+
+
+def _guarded(run: Callable[[DictConfig], None]) -> Callable[[DictConfig], None]:
+    def task(cfg: DictConfig) -> None:
+        try:
+            run(cfg)
+        except MobilenasError as err:
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            sys.exit(130)
+
+    return task
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    import hydra
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(usage())
+        return
+    name = args[0]
+    if name not in COMMANDS:
+        print(f"error: unknown command {name!r}; allowed: {', '.join(COMMANDS)}", file=sys.stderr)
+        sys.exit(2)
+    module = importlib.import_module(COMMANDS[name][0])
+    sys.argv = [f"mobilenas {name}", *args[1:]]
+    app = hydra.main(version_base=None, config_path=str(CONF_DIR), config_name=name)(
+        _guarded(module.run)
+    )
+    app()
+
+
+if __name__ == "__main__":
+    main()

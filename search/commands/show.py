@@ -1,0 +1,82 @@
+"""``mobilenas show``: an architecture as a layer table in the paper's layout, with its costs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from omegaconf import DictConfig
+
+from evaluators.cost import count_cost, layer_costs
+from search.config import ConfigError, typed
+from search_spaces import serialize
+from search_spaces.reference import PAPER_FIGURES, REFERENCES, reference_spec
+from search_spaces.spec import ArchSpec
+from search_spaces.table import COLUMNS, format_table, layer_rows
+
+FORMATS = ("table", "markdown", "string", "json", "yaml")
+
+
+@dataclass
+class ShowConfig:
+    arch: str = "mobilenet_v3_large"
+    width_mult: float = 1.0
+    num_classes: int | None = None
+    resolution: int | None = None
+    format: str = "table"
+
+
+def resolve_arch(arch: str, *, width_mult: float = 1.0, num_classes: int | None = None,
+                 resolution: int | None = None) -> ArchSpec:
+    """A spec from a reference name (with width multiplier), a spec file or a spec string."""
+    if arch in REFERENCES:
+        spec = reference_spec(arch, width_mult=width_mult)
+    elif width_mult != 1.0:
+        raise ConfigError(f"width_mult applies to the references ({', '.join(REFERENCES)}) only")
+    else:
+        spec = serialize.load_spec(arch)
+    return serialize.load_spec(str(spec), num_classes=num_classes, resolution=resolution) \
+        if (num_classes or resolution) else spec
+
+
+def describe(spec: ArchSpec, *, markdown: bool = False) -> str:
+    """Layer table with per-layer params and MAdds, then the totals."""
+    rows = layer_rows(spec)
+    per_layer = layer_costs(spec)  # stem, blocks..., head
+    costed: list[tuple[str, ...]] = []
+    for i, row in enumerate(rows):
+        layer_index = min(i, len(per_layer) - 1)
+        first_head_row = i == len(per_layer) - 1
+        if i < len(per_layer) - 1 or first_head_row:
+            params, madds = per_layer[layer_index]
+            costed.append((*row, f"{params:,}", f"{madds / 1e6:.2f}M"))
+        else:
+            costed.append((*row, "", ""))
+    table = format_table((*COLUMNS, "params", "MAdds"), costed, markdown=markdown)
+    cost = count_cost(spec)
+    totals = (f"params {cost.params:,} ({cost.params_m:.2f} M)   MAdds {cost.madds_m:.1f} M "
+              f"(conv+linear {cost.conv_linear_madds / 1e6:.1f} M; fvcore)")
+    return f"{table}\n\n{totals}"
+
+
+def run(cfg: DictConfig) -> None:
+    options = typed(cfg, ShowConfig, "show")
+    if options.format not in FORMATS:
+        raise ConfigError(f"show.format: {options.format!r} is not one of {', '.join(FORMATS)}")
+    spec = resolve_arch(options.arch, width_mult=options.width_mult,
+                        num_classes=options.num_classes, resolution=options.resolution)
+    if options.format == "string":
+        print(spec)
+        return
+    if options.format == "json":
+        print(serialize.to_json(spec), end="")
+        return
+    if options.format == "yaml":
+        print(serialize.to_yaml(spec), end="")
+        return
+    print(f"{options.arch}: {spec.resolution}x{spec.resolution}x{spec.in_channels} input, "
+          f"{spec.num_classes} classes\n")
+    print(describe(spec, markdown=options.format == "markdown"))
+    if options.arch in PAPER_FIGURES and options.width_mult == 1.0:
+        paper = PAPER_FIGURES[options.arch]
+        print(f"paper (224x224, 1000 classes): params {paper['params_m']} M   MAdds {paper['madds_m']:.0f} M")
+    print(f"\nspec string:\n{spec}")

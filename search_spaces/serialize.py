@@ -1,0 +1,166 @@
+"""Lossless dict, JSON and YAML forms of a spec, atomic files, and one loader for any source."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from search_spaces.blockstring import from_string
+from search_spaces.errors import SpecError
+from search_spaces.spec import ArchSpec, BlockSpec, HeadSpec, StemSpec
+
+FORMAT_VERSION = 1
+_TOP_KEYS = {"format", "blocks", "stem", "head", "num_classes", "resolution", "in_channels"}
+
+
+def to_dict(spec: ArchSpec) -> dict[str, Any]:
+    """A plain, JSON/YAML-ready dict."""
+    data = asdict(spec)
+    data["blocks"] = [dict(b) for b in data["blocks"]]
+    return {"format": FORMAT_VERSION, **data}
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise SpecError(f"{where}: expected a mapping, got {type(data).__name__}")
+    fields = set(cls.__dataclass_fields__)
+    unknown = set(data) - fields
+    if unknown:
+        raise SpecError(
+            f"{where}: unknown field(s) {', '.join(sorted(unknown))}; "
+            f"allowed: {', '.join(sorted(fields))}"
+        )
+    try:
+        return cls(**data)
+    except SpecError as err:
+        message = str(err).split(": ", 1)[-1]
+        raise SpecError(f"{where}: {message}") from None
+    except TypeError as err:  # missing required fields
+        raise SpecError(f"{where}: {err}") from None
+
+
+def from_dict(data: Any) -> ArchSpec:
+    """Inverse of :func:`to_dict`; every problem names the field it is in."""
+    if not isinstance(data, dict):
+        raise SpecError(f"spec: expected a mapping, got {type(data).__name__}")
+    unknown = set(data) - _TOP_KEYS
+    if unknown:
+        raise SpecError(
+            f"spec: unknown field(s) {', '.join(sorted(unknown))}; "
+            f"allowed: {', '.join(sorted(_TOP_KEYS))}"
+        )
+    version = data.get("format", FORMAT_VERSION)
+    if version != FORMAT_VERSION:
+        raise SpecError(f"spec: format {version!r} is not supported; expected {FORMAT_VERSION}")
+    blocks_data = data.get("blocks")
+    if not isinstance(blocks_data, list):
+        raise SpecError("spec: 'blocks' must be a list of bneck blocks")
+    blocks = tuple(_build(BlockSpec, b, f"blocks[{i}]") for i, b in enumerate(blocks_data))
+    kwargs: dict[str, Any] = {"blocks": blocks}
+    if "stem" in data:
+        kwargs["stem"] = _build(StemSpec, data["stem"], "stem")
+    if "head" in data:
+        kwargs["head"] = _build(HeadSpec, data["head"], "head")
+    for key in ("num_classes", "resolution", "in_channels"):
+        if key in data:
+            kwargs[key] = data[key]
+    return ArchSpec(**kwargs)
+
+
+def to_json(spec: ArchSpec) -> str:
+    return json.dumps(to_dict(spec), indent=2) + "\n"
+
+
+def to_yaml(spec: ArchSpec) -> str:
+    return yaml.safe_dump(to_dict(spec), sort_keys=False)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write to a temporary file beside ``path``, then rename: never a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_spec(spec: ArchSpec, path: str | os.PathLike[str]) -> Path:
+    """Save as JSON (``.json``), YAML (``.yaml``/``.yml``) or the string form (``.txt``)."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".json":
+        text = to_json(spec)
+    elif suffix in (".yaml", ".yml"):
+        text = to_yaml(spec)
+    elif suffix == ".txt":
+        text = str(spec) + "\n"
+    else:
+        raise SpecError(f"{path}: unknown spec file type {suffix!r}; use .json, .yaml, .yml or .txt")
+    return atomic_write_text(path, text)
+
+
+def load_spec_file(path: str | os.PathLike[str]) -> ArchSpec:
+    """Load a spec saved by :func:`save_spec`; errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"{path}: spec file not found")
+    text = path.read_text()
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".json":
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as err:
+                raise SpecError(f"not valid JSON ({err})") from None
+            return from_dict(data)
+        if suffix in (".yaml", ".yml"):
+            try:
+                data = yaml.safe_load(text)
+            except yaml.YAMLError as err:
+                raise SpecError(f"not valid YAML ({err})") from None
+            return from_dict(data)
+        if suffix == ".txt":
+            return from_string(text.strip())
+    except SpecError as err:
+        raise SpecError(f"{path}: {err}") from None
+    raise SpecError(f"{path}: unknown spec file type {suffix!r}; use .json, .yaml, .yml or .txt")
+
+
+def load_spec(source: str, *, num_classes: int | None = None, resolution: int | None = None) -> ArchSpec:
+    """A spec from a reference name (``mobilenet_v3_large``), a spec file, or a spec string.
+
+    ``num_classes`` and ``resolution`` override the loaded values when given.
+    """
+    from search_spaces.reference import REFERENCES, reference_spec
+
+    source = source.strip()
+    if source in REFERENCES:
+        spec = reference_spec(source)
+    elif Path(source).suffix.lower() in (".json", ".yaml", ".yml", ".txt"):
+        spec = load_spec_file(source)
+    elif " " in source or source.startswith(("ir_", "in_", "stem_")):
+        spec = from_string(source)
+    else:
+        raise SpecError(
+            f"arch {source!r} is not a reference ({', '.join(REFERENCES)}), a spec file "
+            "(.json/.yaml/.txt) or a spec string ('ir_k3_e64_c24_s2_re ...')"
+        )
+    changes: dict[str, int] = {}
+    if num_classes is not None:
+        changes["num_classes"] = num_classes
+    if resolution is not None:
+        changes["resolution"] = resolution
+    return spec.replace(**changes) if changes else spec

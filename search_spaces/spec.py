@@ -1,0 +1,219 @@
+"""The architecture spec: the one immutable, validated value that flows between stages.
+
+A spec stores the choices that define a MobileNetV3-like network (stem, bneck blocks, the
+efficient last stage, classes, input resolution). It imports no torch; only
+:mod:`search_spaces.builder` turns it into modules.
+
+Three lossless serial forms exist: a plain dict (for JSON and YAML, see
+:mod:`search_spaces.serialize`) and a one-line string with one token per layer::
+
+    in_r224_c3 stem_k3_c16_s2_hs ir_k3_e16_c16_s1_re ir_k5_e72_c40_s2_se_re ... head_c960_h1280_hs_d0.2_n1000
+
+Tokens: ``in`` (resolution ``r``, input channels ``c``), ``stem`` (kernel ``k``, channels
+``c``, stride ``s``, activation), ``ir`` for each bneck (kernel ``k``, expansion channels
+``e``, output channels ``c``, stride ``s``, optional ``se``, activation), ``head`` (1x1 conv
+channels ``c``, hidden width ``h``, activation, dropout ``d``, classes ``n``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from search_spaces.errors import SpecError
+
+KERNELS = (3, 5, 7)
+STRIDES = (1, 2)
+ACTIVATIONS = ("RE", "HS")
+MIN_RESOLUTION = 32
+
+
+def make_divisible(value: float, divisor: int = 8) -> int:
+    """Round ``value`` to a multiple of ``divisor``, never going below 90% of it."""
+    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * value:
+        rounded += divisor
+    return rounded
+
+
+def conv_output_size(size: int, kernel: int, stride: int) -> int:
+    """Spatial size after a 'same'-padded conv (padding kernel // 2)."""
+    return (size + 2 * (kernel // 2) - kernel) // stride + 1
+
+
+def _check_int(where: str, name: str, value: Any, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SpecError(f"{where}: {name} must be an integer >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise SpecError(f"{where}: {name} must be an integer >= {minimum}, got {value}")
+
+
+def _check_choice(where: str, name: str, value: Any, allowed: tuple[Any, ...]) -> None:
+    if isinstance(value, bool) or value not in allowed:
+        shown = ", ".join(str(a) for a in allowed)
+        raise SpecError(f"{where}: {name} must be one of {{{shown}}}, got {value!r}")
+
+
+def _check_kernel(where: str, kernel: Any) -> None:
+    _check_choice(where, "kernel", kernel, KERNELS)
+
+
+@dataclass(frozen=True)
+class StemSpec:
+    """The first full convolution: conv kxk, batch norm, activation."""
+
+    channels: int = 16
+    kernel: int = 3
+    stride: int = 2
+    act: str = "HS"
+
+    def __post_init__(self) -> None:
+        _check_int("stem", "channels", self.channels)
+        _check_kernel("stem", self.kernel)
+        _check_choice("stem", "stride", self.stride, STRIDES)
+        _check_choice("stem", "act", self.act, ACTIVATIONS)
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    """One bneck (inverted residual with linear bottleneck).
+
+    ``exp`` is the expansion width in channels, as in the paper's tables; when it equals the
+    block's input channels there is no expansion conv.
+    """
+
+    kernel: int
+    exp: int
+    out: int
+    se: bool
+    act: str
+    stride: int
+
+    def __post_init__(self) -> None:
+        self.validate("block")
+
+    def validate(self, where: str) -> None:
+        _check_kernel(where, self.kernel)
+        _check_int(where, "exp", self.exp)
+        _check_int(where, "out", self.out)
+        if not isinstance(self.se, bool):
+            raise SpecError(f"{where}: se must be true or false, got {self.se!r}")
+        _check_choice(where, "act", self.act, ACTIVATIONS)
+        _check_choice(where, "stride", self.stride, STRIDES)
+
+    def has_residual(self, in_channels: int) -> bool:
+        """Residual connection only when stride 1 and input width equals output width."""
+        return self.stride == 1 and in_channels == self.out
+
+    def has_expansion(self, in_channels: int) -> bool:
+        """No expansion conv when the expansion width equals the input width."""
+        return self.exp != in_channels
+
+    def replace(self, **changes: Any) -> BlockSpec:
+        return BlockSpec(**{**self.__dict__, **changes})
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """V3's efficient last stage: 1x1 conv (BN, act), global pool, 1x1 conv without BN
+    (act), dropout, classifier."""
+
+    channels: int = 960
+    hidden: int = 1280
+    act: str = "HS"
+    dropout: float = 0.2
+
+    def __post_init__(self) -> None:
+        _check_int("head", "channels", self.channels)
+        _check_int("head", "hidden", self.hidden)
+        _check_choice("head", "act", self.act, ACTIVATIONS)
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)):
+            raise SpecError(f"head: dropout must be a number in [0, 1), got {self.dropout!r}")
+        if not 0.0 <= self.dropout < 1.0 or math.isnan(self.dropout):
+            raise SpecError(f"head: dropout must be in [0, 1), got {self.dropout}")
+        object.__setattr__(self, "dropout", float(self.dropout))
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One layer with the shape it sees: the unit of latency lookup tables and layer tables.
+
+    ``kind`` is ``stem``, ``block`` or ``head``; ``op`` is the layer's own spec. Hashable, so
+    it keys lookup tables; ``key`` is its stable text form (the spec token plus its input).
+    """
+
+    kind: str
+    resolution: int
+    in_channels: int
+    op: StemSpec | BlockSpec | HeadSpec
+    num_classes: int = 0
+
+    @property
+    def key(self) -> str:
+        from search_spaces.blockstring import layer_token
+
+        return f"{self.kind}:r{self.resolution}:c{self.in_channels}:{layer_token(self)}"
+
+    @property
+    def out_resolution(self) -> int:
+        if isinstance(self.op, HeadSpec):
+            return 1
+        return conv_output_size(self.resolution, self.op.kernel, self.op.stride)
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """A whole network: what the builder materializes and every evaluator scores."""
+
+    blocks: tuple[BlockSpec, ...]
+    stem: StemSpec = field(default_factory=StemSpec)
+    head: HeadSpec = field(default_factory=HeadSpec)
+    num_classes: int = 1000
+    resolution: int = 224
+    in_channels: int = 3
+
+    def __post_init__(self) -> None:
+        if isinstance(self.blocks, list):
+            object.__setattr__(self, "blocks", tuple(self.blocks))
+        if not isinstance(self.blocks, tuple) or not self.blocks:
+            raise SpecError("blocks: a spec needs at least one bneck block")
+        for i, block in enumerate(self.blocks):
+            if not isinstance(block, BlockSpec):
+                raise SpecError(f"blocks[{i}]: expected a BlockSpec, got {type(block).__name__}")
+        if not isinstance(self.stem, StemSpec):
+            raise SpecError(f"stem: expected a StemSpec, got {type(self.stem).__name__}")
+        if not isinstance(self.head, HeadSpec):
+            raise SpecError(f"head: expected a HeadSpec, got {type(self.head).__name__}")
+        _check_int("spec", "num_classes", self.num_classes)
+        _check_int("spec", "in_channels", self.in_channels)
+        _check_int("spec", "resolution", self.resolution, minimum=MIN_RESOLUTION)
+
+    def __str__(self) -> str:
+        from search_spaces.blockstring import to_string
+
+        return to_string(self)
+
+    def replace(self, **changes: Any) -> ArchSpec:
+        return ArchSpec(**{**self.__dict__, **changes})
+
+    def with_blocks(self, blocks: tuple[BlockSpec, ...] | list[BlockSpec]) -> ArchSpec:
+        return self.replace(blocks=tuple(blocks))
+
+    def block_inputs(self) -> tuple[int, ...]:
+        """Input channels of each block."""
+        widths = [self.stem.channels] + [b.out for b in self.blocks[:-1]]
+        return tuple(widths)
+
+    def layers(self) -> Iterator[Layer]:
+        """Each layer with the resolution and channels it sees, stem to head."""
+        size, channels = self.resolution, self.in_channels
+        stem = Layer("stem", size, channels, self.stem)
+        yield stem
+        size, channels = stem.out_resolution, self.stem.channels
+        for block in self.blocks:
+            layer = Layer("block", size, channels, block)
+            yield layer
+            size, channels = layer.out_resolution, block.out
+        yield Layer("head", size, channels, self.head, self.num_classes)
