@@ -309,3 +309,15 @@ def _invert(name: str, value: int, choices: Sequence[float], forward: Any) -> fl
             return choice
     reachable = sorted({forward(c) for c in choices})
     raise NotInSpaceError(f"{name}: {value} channels, reachable {reachable}")
+
+
+def sample_specs(space: SearchSpace, n: int, *, seed: int = 0) -> list[ArchSpec]:
+    """``n`` specs drawn from ``space`` by Optuna's seeded RandomSampler (for validation,
+    benchmarks and tests); the same seed gives the same specs."""
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    specs = []
+    for _ in range(n):
+        trial = study.ask()
+        specs.append(space.sample(trial))
+        study.tell(trial, 0.0)
+    return specs
