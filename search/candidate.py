@@ -1,0 +1,128 @@
+"""The Optuna objective of a search: one trial = one candidate spec, sampled, costed, timed and
+scored, with everything recorded on the trial so results never need the evaluators again."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, is_dataclass
+from typing import Any, Protocol
+
+import optuna
+from optuna.trial import TrialState
+
+from evaluators.cost import count_cost
+from search.objectives import CONSTRAINT_ATTR, Objective
+from search_spaces.errors import MobilenasError
+from search_spaces.space import SearchSpace
+from search_spaces.spec import ArchSpec
+
+log = logging.getLogger(__name__)
+
+Report = Callable[[int, float], None]
+
+
+class AccuracyEvaluator(Protocol):
+    """Spec in, accuracy estimate out; calls ``report(step, value)`` along the way."""
+
+    name: str
+
+    def evaluate(self, spec: ArchSpec, report: Report | None = None) -> Any: ...
+
+
+class LatencyEvaluator(Protocol):
+    """Spec in, milliseconds out, under a stated protocol."""
+
+    protocol: Any
+
+    def __call__(self, spec: ArchSpec) -> float: ...
+
+
+class CandidateFailed(MobilenasError, RuntimeError):
+    """A candidate could not be scored (diverged training, NaN); the trial is marked failed."""
+
+
+def protocol_dict(protocol: Any) -> dict[str, Any]:
+    if is_dataclass(protocol):
+        return asdict(protocol)
+    if hasattr(protocol, "to_dict"):
+        return protocol.to_dict()
+    return dict(protocol) if isinstance(protocol, dict) else {"protocol": str(protocol)}
+
+
+class CandidateObjective:
+    """Callable for ``study.optimize``: sample, cost, latency, (deduplicated) accuracy."""
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        objective: Objective,
+        accuracy: AccuracyEvaluator,
+        latency: LatencyEvaluator,
+    ) -> None:
+        self.space = space
+        self.objective = objective
+        self.accuracy = accuracy
+        self.latency = latency
+        self.protocol = protocol_dict(latency.protocol)
+        self._known: dict[str, tuple[int, TrialState, float | None]] = {}
+        self._scanned: set[int] = set()
+
+    def _previous(self, study: optuna.Study, spec_string: str) -> tuple[int, TrialState, float | None] | None:
+        """An earlier finished trial of this spec, in any worker or earlier run."""
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+            if trial.number in self._scanned:
+                continue
+            self._scanned.add(trial.number)
+            known = trial.user_attrs.get("spec")
+            if known and "duplicate_of" not in trial.user_attrs:
+                self._known.setdefault(known, (trial.number, trial.state, trial.user_attrs.get("accuracy")))
+        return self._known.get(spec_string)
+
+    def _reporter(self, trial: optuna.Trial) -> Report | None:
+        if self.objective.multi_objective:
+            return None  # Optuna cannot prune multi-objective studies
+
+        def report(step: int, value: float) -> None:
+            trial.report(value, step)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at step {step} with accuracy {value:.4f}")
+
+        return report
+
+    def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
+        spec = self.space.sample(trial)
+        spec_string = str(spec)
+        cost = count_cost(spec)
+        latency_ms = float(self.latency(spec))
+        for key, value in (("spec", spec_string), ("params", cost.params), ("madds", cost.madds),
+                           ("latency_ms", latency_ms), ("latency_protocol", self.protocol),
+                           (CONSTRAINT_ATTR, self.objective.constraint(latency_ms)),
+                           ("feasible", self.objective.feasible(latency_ms)),
+                           ("worker_pid", os.getpid())):
+            trial.set_user_attr(key, value)
+
+        if self.objective.mode == "hard":
+            trial.set_constraint(CONSTRAINT_ATTR, self.objective.constraint(latency_ms))
+        previous = self._previous(trial.study, spec_string)
+        if previous is not None:
+            number, state, accuracy = previous
+            trial.set_user_attr("duplicate_of", number)
+            if state == TrialState.PRUNED or accuracy is None:
+                raise optuna.TrialPruned(f"same spec as trial {number}, which was pruned")
+            log.info("trial %d: same spec as trial %d, reusing its accuracy", trial.number, number)
+        else:
+            started = time.perf_counter()
+            result = self.accuracy.evaluate(spec, report=self._reporter(trial))
+            trial.set_user_attr("eval_seconds", round(time.perf_counter() - started, 3))
+            status = getattr(result, "status", "ok")
+            trial.set_user_attr("status", status)
+            accuracy = float(result.accuracy)
+            if status != "ok" or not math.isfinite(accuracy):
+                raise CandidateFailed(f"trial {trial.number}: evaluation ended with status {status!r}")
+        trial.set_user_attr("accuracy", accuracy)
+        trial.set_user_attr("reward", self.objective.reward(accuracy, latency_ms))
+        return self.objective.values(accuracy, latency_ms)

@@ -1,0 +1,96 @@
+"""What a search optimizes: MnasNet's soft reward, a hard latency budget, or a Pareto front.
+
+* ``soft``:   maximize ``ACC * (LAT / TARGET) ** w`` (MnasNet; V3 uses w = -0.07 for Large,
+  -0.15 for Small).
+* ``hard``:   maximize ``ACC``; candidates over the target are infeasible through Optuna's
+  constraints (``LAT - TARGET <= 0``), so samplers learn where the boundary is.
+* ``pareto``: maximize ``ACC`` and minimize ``LAT``; the result is the Pareto front.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from optuna.study import StudyDirection
+
+from search_spaces.errors import MobilenasError
+
+MODES = ("soft", "hard", "pareto")
+CONSTRAINT_ATTR = "constraint"  # name of the latency constraint on trials (feasible when <= 0)
+
+
+class ObjectiveError(MobilenasError, ValueError):
+    """An objective is configured with values that make no sense."""
+
+
+@dataclass
+class ObjectiveConfig:
+    """``target_ms`` wins over ``target_ratio`` (a multiple of the seed's latency)."""
+
+    mode: str = "soft"
+    w: float = -0.15
+    target_ms: float | None = None
+    target_ratio: float | None = 0.8
+
+
+@dataclass(frozen=True)
+class Objective:
+    """An objective with its latency target resolved to milliseconds."""
+
+    mode: str
+    target_ms: float
+    w: float = -0.07
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ObjectiveError(f"objective.mode: {self.mode!r} is not one of {', '.join(MODES)}")
+        if not (isinstance(self.target_ms, (int, float)) and self.target_ms > 0 and math.isfinite(self.target_ms)):
+            raise ObjectiveError(f"objective.target_ms must be a positive number, got {self.target_ms!r}")
+        if self.mode == "soft" and self.w > 0:
+            raise ObjectiveError(f"objective.w must be <= 0 (a latency penalty), got {self.w}")
+
+    @classmethod
+    def from_config(cls, cfg: ObjectiveConfig, *, seed_latency_ms: float) -> Objective:
+        if cfg.target_ms is not None:
+            target = cfg.target_ms
+        elif cfg.target_ratio is not None:
+            if cfg.target_ratio <= 0:
+                raise ObjectiveError(f"objective.target_ratio must be positive, got {cfg.target_ratio}")
+            target = cfg.target_ratio * seed_latency_ms
+        else:
+            raise ObjectiveError("objective: set target_ms or target_ratio (of the seed's latency)")
+        return cls(mode=cfg.mode, target_ms=float(target), w=cfg.w)
+
+    @property
+    def directions(self) -> list[StudyDirection]:
+        if self.mode == "pareto":
+            return [StudyDirection.MAXIMIZE, StudyDirection.MINIMIZE]
+        return [StudyDirection.MAXIMIZE]
+
+    @property
+    def multi_objective(self) -> bool:
+        return self.mode == "pareto"
+
+    def feasible(self, latency_ms: float) -> bool:
+        return latency_ms <= self.target_ms
+
+    def constraint(self, latency_ms: float) -> float:
+        """Optuna's convention: feasible when <= 0."""
+        return latency_ms - self.target_ms
+
+    def reward(self, accuracy: float, latency_ms: float) -> float:
+        """One number to rank candidates by, whatever the mode: the soft reward, or for ``hard``
+        the accuracy when feasible and the MnasNet hard penalty (w = -1) when not. ``pareto``
+        ranks by the soft reward with ``w``."""
+        if self.mode == "hard":
+            return accuracy if self.feasible(latency_ms) else accuracy * (latency_ms / self.target_ms) ** -1
+        return accuracy * (latency_ms / self.target_ms) ** self.w
+
+    def values(self, accuracy: float, latency_ms: float) -> float | tuple[float, float]:
+        """What the Optuna trial returns."""
+        if self.mode == "soft":
+            return self.reward(accuracy, latency_ms)
+        if self.mode == "hard":
+            return accuracy
+        return accuracy, latency_ms
