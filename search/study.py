@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,12 +55,20 @@ def open_storage(url: str) -> BaseStorage:
         path = Path(url[len("journal://"):])
         path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path)))
-    try:
-        return RDBStorage(url, heartbeat_interval=10, grace_period=30)
-    except (ImportError, ModuleNotFoundError) as err:
-        raise StudyConfigError(f"study.storage: a driver for {url.split(':', 1)[0]!r} is missing ({err})") from None
-    except Exception as err:  # sqlalchemy's errors for a bad URL or an unreachable server
-        raise StudyConfigError(f"study.storage: cannot open {url!r}: {str(err).splitlines()[0]}") from None
+    for attempt in range(5):
+        try:
+            with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return RDBStorage(url, heartbeat_interval=10, grace_period=30)
+        except (ImportError, ModuleNotFoundError) as err:
+            raise StudyConfigError(
+                f"study.storage: a driver for {url.split(':', 1)[0]!r} is missing ({err})") from None
+        except Exception as err:  # sqlalchemy's errors: bad URL, unreachable server, schema race
+            if "already exists" in str(err) or "duplicate key" in str(err):
+                time.sleep(0.5 * (attempt + 1))  # another worker is creating the tables right now
+                continue
+            raise StudyConfigError(f"study.storage: cannot open {url!r}: {str(err).splitlines()[0]}") from None
+    raise StudyConfigError(f"study.storage: {url!r}: the tables could not be created")
 
 
 def make_sampler(cfg: StudyConfig, objective: Objective, *, seed: int) -> optuna.samplers.BaseSampler:
