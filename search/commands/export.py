@@ -1,0 +1,84 @@
+"""``mobilenas export``: an architecture, or a finished train/search/refine run, as a deployable
+directory (spec files, safetensors weights, TorchScript, ONNX, model card)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from search.commands.show import resolve_arch
+from search.config import ConfigError, typed
+from search.export import ExportOptions, ExportResult, export_model
+from search.export_formats import MIN_OPSET, ONNX_EXPORTERS
+from search.export_sources import ExportSource, arch_name, read_run
+from search_spaces.reference import REFERENCES
+
+
+@dataclass
+class ExportConfig(ExportOptions):
+    arch: str | None = None
+    run: str | None = None
+    out: str | None = None
+    name: str | None = None
+    width_mult: float = 1.0
+    num_classes: int | None = None
+    resolution: int | None = None
+    overwrite: bool = False
+    seed: int = 0
+
+
+def _source(options: ExportConfig) -> ExportSource:
+    if (options.arch is None) == (options.run is None):
+        raise ConfigError("export: give exactly one of arch=<reference|spec file|spec string> "
+                          "or run=<run dir>")
+    if options.run is not None:
+        if options.width_mult != 1.0 or options.num_classes or options.resolution:
+            raise ConfigError("export: width_mult, num_classes and resolution apply to arch=, not to run= "
+                              "(a run's weights fix its architecture)")
+        return read_run(options.run)
+    arch = options.arch
+    spec = resolve_arch(arch, width_mult=options.width_mult, num_classes=options.num_classes,
+                        resolution=options.resolution)
+    if arch in REFERENCES:
+        provenance = f"reference architecture {arch} (MobileNetV3 paper), width {options.width_mult:g}"
+    else:
+        provenance = f"given as arch={arch}"
+    return ExportSource(spec=spec, weights=None, name=arch_name(arch, spec, options.width_mult),
+                        metadata={"provenance": provenance, "source": {"arch": arch}})
+
+
+def summary(result: ExportResult) -> str:
+    """A few lines on what was written and how the checks went."""
+    checks = result.checks
+    lines = [f"exported {result.metadata.get('name')} -> {result.out_dir}",
+             f"  {'trained' if result.metadata.get('trained') else 'untrained (initialization)'}; "
+             f"params {result.cost.params:,}; MAdds {result.cost.madds_m:.2f} M; "
+             f"{result.spec.resolution}x{result.spec.resolution}, {result.spec.num_classes} classes"]
+    if "torchscript_max_abs_diff" in checks:
+        lines.append(f"  TorchScript ({checks['torchscript_mode']}): max abs diff "
+                     f"{checks['torchscript_max_abs_diff']:.3g}")
+    if "onnx_max_abs_diff" in checks:
+        lines.append(f"  ONNX opset {checks['onnx_opset']} ({checks['onnx_exporter']} exporter), "
+                     f"onnxruntime: max abs diff {checks['onnx_max_abs_diff']:.3g} "
+                     f"(tolerance {checks['tolerance']:.3g})")
+    lines.append("  files: " + ", ".join([*result.files, "MODEL_CARD.md", "export.json"]))
+    return "\n".join(lines)
+
+
+def run(cfg: DictConfig) -> None:
+    options = typed(cfg, ExportConfig, "export")
+    if options.onnx_exporter not in ONNX_EXPORTERS:
+        raise ConfigError(f"export.onnx_exporter: {options.onnx_exporter!r} is not one of "
+                          f"{', '.join(ONNX_EXPORTERS)}")
+    if options.opset < MIN_OPSET:
+        raise ConfigError(f"export.opset: must be >= {MIN_OPSET}, got {options.opset}")
+    source = _source(options)
+    name = options.name or source.name
+    out = Path(options.out) if options.out else Path("runs") / "export" / name
+    result = export_model(source.spec, source.weights, out, metadata={**source.metadata, "name": name},
+                          onnx=options.onnx, torchscript=options.torchscript, opset=options.opset,
+                          onnx_exporter=options.onnx_exporter, atol=options.atol,
+                          overwrite=options.overwrite, seed=options.seed)
+    print(summary(result))

@@ -1,0 +1,347 @@
+"""Export of an architecture (and its weights) for deployment, and loading an export back.
+
+An export directory holds::
+
+    spec.json  spec.yaml  spec.txt     the spec in its three serial forms
+    weights.safetensors                state_dict, buffers included (BN running stats)
+    model.torchscript.pt               TorchScript (scripted), optional
+    model.onnx                         ONNX, batch axis dynamic, optional
+    MODEL_CARD.md                      layer table, params/MAdds, latency, accuracy, provenance
+    export.json                        the same, machine-readable, with SHA-256 of every file
+
+The directory is built beside its destination and renamed into place at the end, so a crash
+leaves no half-written export. Every artifact is checked: TorchScript and ONNX (onnxruntime)
+outputs are compared with PyTorch's on a fixed random input, and a check that fails raises.
+
+Example::
+
+    result = export_model(spec, model, "runs/export/my_net", metadata={"latency_ms": 5.1, ...})
+    spec, model = load_exported("runs/export/my_net")
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import math
+import os
+import platform
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from evaluators.cost import Cost, count_cost
+from search.export_formats import (
+    MIN_OPSET,
+    ExportError,
+    check_input,
+    check_onnx_options,
+    write_atomic,
+    write_onnx,
+    write_torchscript,
+)
+from search.model_card import render_model_card
+from search_spaces import serialize
+from search_spaces.builder import MobileNetV3Like, build_model
+from search_spaces.errors import MobilenasError
+from search_spaces.spec import ArchSpec
+
+__all__ = ["ExportError", "ExportOptions", "ExportResult", "export_model", "export_run", "load_exported", "materialize",
+           "read_weights", "EXPORT_FORMAT"]
+
+EXPORT_FORMAT = 1
+SPEC_FILES = ("spec.json", "spec.yaml", "spec.txt")
+WEIGHTS = "weights.safetensors"
+TORCHSCRIPT = "model.torchscript.pt"
+ONNX = "model.onnx"
+CARD = "MODEL_CARD.md"
+MANIFEST = "export.json"
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DataParallel/DDP and torch.compile wrappers
+
+
+@dataclass
+class ExportOptions:
+    """Which formats to write and how strictly to check them (the schema of export settings)."""
+
+    onnx: bool = True  # model.onnx, run by onnxruntime and compared with PyTorch
+    torchscript: bool = True  # model.torchscript.pt, reloaded and compared
+    opset: int = MIN_OPSET  # >= 17; the dynamo exporter writes >= 18
+    onnx_exporter: str = "auto"  # auto (legacy if available, else dynamo) | legacy | dynamo
+    atol: float = 1e-4  # accepted output difference, x max(1, max |logit|)
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What :func:`export_model` wrote: the directory, each file's SHA-256, costs and checks."""
+
+    out_dir: Path
+    spec: ArchSpec
+    files: dict[str, str]
+    cost: Cost
+    checks: dict[str, Any]
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def path(self, name: str) -> Path:
+        return self.out_dir / name
+
+
+def _strip_wrappers(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    out = {}
+    for key, value in state.items():
+        for prefix in _WRAPPER_PREFIXES:
+            if key.startswith(prefix):
+                key = key[len(prefix):]
+        out[key] = value
+    return out
+
+
+def materialize(spec: ArchSpec, weights: nn.Module | Mapping[str, torch.Tensor] | None, *,
+                seed: int = 0, where: str = "weights") -> MobileNetV3Like:
+    """``build_model(spec)`` on CPU in eval mode with ``weights`` (a module or a state_dict) loaded
+    strictly; with ``weights=None``, initialization seeded by ``seed``."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_model(spec)
+    own_spec = getattr(weights, "spec", None)
+    if isinstance(own_spec, ArchSpec) and own_spec != spec:
+        raise ExportError(f"{where}: the model was built from {own_spec}, not from the spec to export "
+                          f"{spec}")
+    if weights is not None:
+        state = weights.state_dict() if isinstance(weights, nn.Module) else weights
+        state = {k: v.detach().cpu() for k, v in _strip_wrappers(state).items()}
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as err:
+            expected = model.state_dict().keys()
+            missing, unexpected = sorted(expected - state.keys()), sorted(state.keys() - expected)
+            if missing or unexpected:
+                detail = (f"missing {', '.join(missing[:5]) or '-'}; "
+                          f"unexpected {', '.join(unexpected[:5]) or '-'}")
+            else:  # same keys, other shapes
+                detail = str(err).splitlines()[-1].strip()
+            raise ExportError(f"{where}: do not match the spec {spec} ({detail})") from None
+    return model.eval()
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _plain(obj: Any) -> Any:
+    if is_dataclass(obj) and not isinstance(obj, type):
+        return asdict(obj)
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj, key=str)
+    return obj.item() if hasattr(obj, "item") else str(obj)  # numpy/torch scalars, paths, ...
+
+
+def _jsonable(value: Any) -> Any:
+    """``value`` as plain JSON types (dataclasses as dicts, numpy scalars as numbers, others as text)."""
+    return json.loads(json.dumps(value, default=_plain))
+
+
+def _versions() -> dict[str, str]:
+    import onnx
+    import onnxruntime
+
+    return {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
+            "python": platform.python_version()}
+
+
+def _write_files(tmp: Path, spec: ArchSpec, model: MobileNetV3Like, metadata: dict[str, Any], *,
+                 onnx: bool, torchscript: bool, opset: int, onnx_exporter: str, atol: float) -> ExportResult:
+    for name in SPEC_FILES:
+        serialize.save_spec(spec, tmp / name)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    # One metadata key: safetensors orders several keys at random, and identical weights should
+    # give identical files.
+    write_atomic(tmp / WEIGHTS, lambda p: save_file(state, str(p), metadata={"mobilenas_spec": str(spec)}))
+    inputs = check_input(spec)
+    with torch.no_grad():
+        scale = float(model(inputs).abs().max())
+    if not math.isfinite(scale):
+        raise ExportError(f"{WEIGHTS}: the network gives non-finite outputs (NaN/inf) on a random input; "
+                          "the weights look diverged")
+    tolerance = atol * max(1.0, scale)  # absolute for logits up to 1, relative to the largest beyond
+    checks: dict[str, Any] = {"atol": atol, "max_abs_logit": scale, "tolerance": tolerance}
+    if torchscript:
+        info = write_torchscript(model, tmp / TORCHSCRIPT, inputs)
+        checks.update(torchscript_mode=info.mode, torchscript_max_abs_diff=info.max_abs_diff)
+        if not info.max_abs_diff <= tolerance:
+            raise ExportError(f"{TORCHSCRIPT}: outputs differ from PyTorch by {info.max_abs_diff:.3g} "
+                              f"(tolerance {tolerance:.3g} = atol {atol:g} x max(1, max |logit|))")
+    if onnx:
+        onnx_info = write_onnx(model, tmp / ONNX, inputs, opset=opset, exporter=onnx_exporter)
+        checks.update(onnx_exporter=onnx_info.exporter, onnx_opset=onnx_info.opset,
+                      onnx_max_abs_diff=onnx_info.max_abs_diff)
+        if not onnx_info.max_abs_diff <= tolerance:
+            raise ExportError(f"{ONNX}: onnxruntime outputs differ from PyTorch by "
+                              f"{onnx_info.max_abs_diff:.3g} (tolerance {tolerance:.3g} = atol {atol:g} x "
+                              "max(1, max |logit|)); try onnx_exporter=dynamo or a higher opset")
+    files = {p.name: _sha256(p) for p in sorted(tmp.iterdir())}
+    cost = count_cost(spec)
+    serialize.atomic_write_text(tmp / CARD, render_model_card(spec, metadata, cost=cost, files=files,
+                                                              checks=checks))
+    manifest = {
+        "format": EXPORT_FORMAT,
+        "name": metadata.get("name"),
+        "spec": str(spec),
+        "trained": metadata.get("trained", True),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "cost": asdict(cost),
+        "checks": checks,
+        "files": files,
+        "metadata": metadata,
+        "versions": _versions(),
+    }
+    serialize.atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+    return ExportResult(out_dir=tmp, spec=spec, files=files, cost=cost, checks=checks, metadata=metadata)
+
+
+def _open_permissions(root: Path) -> None:
+    """mkdtemp/mkstemp create private (0700/0600) entries: give them the usual umask-based modes."""
+    umask = os.umask(0)
+    os.umask(umask)
+    root.chmod(0o777 & ~umask)
+    for path in root.iterdir():
+        path.chmod(0o666 & ~umask)
+
+
+def _move_into_place(tmp: Path, out: Path, *, overwrite: bool) -> None:
+    _open_permissions(tmp)
+    if out.exists():
+        if not overwrite:
+            raise ExportError(f"{out}: already exists; choose another out= or pass overwrite=true")
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        os.replace(out, old / out.name)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
+
+
+def export_model(spec: ArchSpec, model: nn.Module | Mapping[str, torch.Tensor] | None,
+                 out_dir: str | os.PathLike[str], *, metadata: Mapping[str, Any] | None = None,
+                 onnx: bool = True, torchscript: bool = True, opset: int = MIN_OPSET,
+                 onnx_exporter: str = "auto", atol: float = 1e-4, overwrite: bool = False,
+                 seed: int = 0) -> ExportResult:
+    """Write ``spec`` and its network to the directory ``out_dir`` (see the module docstring).
+
+    Args:
+        spec: the architecture.
+        model: a network built from ``spec`` (any device, any mode; it is not modified), its
+            state_dict, or None for an untrained export (initialization seeded by ``seed``).
+        out_dir: the export directory; it must not exist unless ``overwrite``.
+        metadata: latency (``latency_ms``, ``protocol``), accuracy (``accuracy``/``top1``,
+            ``data``, ``budget``), ``provenance``, ``name`` and any other JSON-able keys; see
+            :mod:`search.model_card`.
+        onnx, torchscript: which deployment formats to write and check.
+        opset: ONNX opset (>= 17). onnx_exporter: ``auto``, ``legacy`` or ``dynamo``.
+        atol: the largest accepted output difference of TorchScript/ONNX vs PyTorch, for logits
+            up to 1 in magnitude; beyond, relative to the largest logit (``atol * max|logit|``).
+
+    Returns:
+        An :class:`ExportResult`.
+
+    Raises:
+        ExportError: ``out_dir`` exists, weights do not match ``spec``, or a check failed.
+    """
+    if not isinstance(spec, ArchSpec):
+        raise ExportError(f"spec: expected an ArchSpec, got {type(spec).__name__}")
+    if metadata is not None and not isinstance(metadata, Mapping):
+        raise ExportError(f"metadata: expected a mapping, got {type(metadata).__name__}")
+    if onnx:
+        check_onnx_options(opset, onnx_exporter)
+    if isinstance(atol, bool) or not isinstance(atol, (int, float)) or not atol > 0:
+        raise ExportError(f"atol: must be a positive number, got {atol!r}")
+    out = Path(out_dir)
+    if out.exists() and not overwrite:
+        raise ExportError(f"{out}: already exists; choose another out= or pass overwrite=true")
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"{out}: exists and is not a directory")
+    meta = _jsonable(dict(metadata or {}))
+    meta.setdefault("name", out.name)
+    if model is None:
+        meta["trained"] = False
+        meta.setdefault("init_seed", seed)
+    else:
+        meta.setdefault("trained", True)
+    net = materialize(spec, model, seed=seed)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        written = _write_files(tmp, spec, net, meta, onnx=onnx, torchscript=torchscript, opset=opset,
+                               onnx_exporter=onnx_exporter, atol=atol)
+        _move_into_place(tmp, out, overwrite=overwrite)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return ExportResult(out_dir=out, spec=spec, files=written.files, cost=written.cost, checks=written.checks,
+                        metadata=meta)
+
+
+def export_run(spec: ArchSpec, model: nn.Module | Mapping[str, torch.Tensor] | None,
+               out_dir: str | os.PathLike[str], metadata: Mapping[str, Any] | None = None,
+               options: ExportOptions | None = None) -> ExportResult:
+    """What search/refine call at the end of a run: :func:`export_model` with ``options`` that
+    replaces an earlier export in ``out_dir`` (a resumed run exports again)."""
+    return export_model(spec, model, out_dir, metadata=metadata, overwrite=True,
+                        **asdict(options or ExportOptions()))
+
+
+def read_weights(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """A state_dict from a safetensors file; a missing or unreadable file is an :class:`ExportError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ExportError(f"{path}: weights file not found")
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as err:  # noqa: BLE001 - safetensors raises its own error types
+        raise ExportError(f"{path}: not a readable safetensors file ({err})") from None
+
+
+def _verify_checksums(root: Path, names: tuple[str, ...]) -> None:
+    manifest_path = root / MANIFEST
+    if not manifest_path.is_file():
+        return  # a hand-made directory: nothing to verify against
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        files = manifest["files"]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ExportError(f"{manifest_path}: corrupt export manifest ({err})") from None
+    for name in names:
+        expected = files.get(name) if isinstance(files, dict) else None
+        if expected is not None and _sha256(root / name) != expected:
+            raise ExportError(f"{root / name}: SHA-256 differs from {MANIFEST}; the file is corrupt or was "
+                              "changed after export")
+
+
+def load_exported(path: str | os.PathLike[str]) -> tuple[ArchSpec, MobileNetV3Like]:
+    """The spec and the network (eval mode, CPU) of an export directory written by
+    :func:`export_model`; missing or corrupt files raise :class:`ExportError` naming them."""
+    root = Path(path)
+    if not root.is_dir():
+        raise ExportError(f"{root}: export directory not found")
+    for name in ("spec.json", WEIGHTS):
+        if not (root / name).is_file():
+            raise ExportError(f"{root / name}: missing; an export directory holds spec.json and {WEIGHTS} "
+                              "(written by 'mobilenas export')")
+    try:
+        spec = serialize.load_spec_file(root / "spec.json")
+    except MobilenasError as err:
+        raise ExportError(str(err)) from None
+    _verify_checksums(root, ("spec.json", WEIGHTS))
+    model = materialize(spec, read_weights(root / WEIGHTS), where=str(root / WEIGHTS))
+    return spec, model

@@ -1,0 +1,173 @@
+"""Deployment formats of a built network: TorchScript and ONNX, each checked against PyTorch.
+
+Every writer takes an eval-mode CPU network, writes one file and returns the largest absolute
+difference between the saved artifact's outputs and the network's on a fixed random input.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from search_spaces.errors import MobilenasError
+from search_spaces.spec import ArchSpec
+
+ONNX_EXPORTERS = ("auto", "legacy", "dynamo")
+DYNAMO_MIN_OPSET = 18  # the torch.export-based exporter cannot emit older opsets
+MIN_OPSET = 17
+INPUT_NAME = "input"
+log = logging.getLogger(__name__)
+OUTPUT_NAME = "logits"
+
+
+class ExportError(MobilenasError):
+    """An export could not be written, failed its check, or an export directory is missing/corrupt."""
+
+
+@dataclass(frozen=True)
+class TorchScriptInfo:
+    """How the TorchScript file was made and how closely it reproduces PyTorch."""
+
+    mode: str  # script or trace
+    max_abs_diff: float
+
+
+@dataclass(frozen=True)
+class OnnxInfo:
+    """How an ONNX file was made and how closely onnxruntime reproduces PyTorch."""
+
+    exporter: str  # legacy (TorchScript-based) or dynamo (torch.export-based)
+    opset: int
+    max_abs_diff: float
+
+
+def write_atomic(path: Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp)`` on a temporary path beside ``path``, then rename it to ``path``."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def check_input(spec: ArchSpec, batch: int = 2, *, seed: int = 0) -> torch.Tensor:
+    """A fixed random input of ``spec``'s shape (batch > 1 checks the dynamic batch axis)."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, spec.in_channels, spec.resolution, spec.resolution, generator=generator)
+
+
+def _max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.double() - b.double()).abs().max())
+
+
+def write_torchscript(model: nn.Module, path: Path, inputs: torch.Tensor) -> TorchScriptInfo:
+    """Script (or, failing that, trace) ``model``, save it, reload it and compare outputs."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated, still supported
+        try:
+            module, mode = torch.jit.script(model), "script"
+        except Exception:  # noqa: BLE001 - scripting failed; tracing is exact for these static networks
+            module, mode = torch.jit.trace(model, inputs), "trace"
+        write_atomic(path, lambda tmp: torch.jit.save(module, str(tmp)))
+        loaded = torch.jit.load(str(path), map_location="cpu")
+    with torch.no_grad():
+        return TorchScriptInfo(mode=mode, max_abs_diff=_max_abs_diff(loaded(inputs), model(inputs)))
+
+
+def _export_legacy(model: nn.Module, inputs: torch.Tensor, tmp: Path, opset: int) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            model, (inputs,), str(tmp), dynamo=False, opset_version=opset,
+            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+        )
+
+
+def _export_dynamo(model: nn.Module, inputs: torch.Tensor, tmp: Path, opset: int) -> None:
+    quiet = logging.getLogger("torch.onnx._internal.exporter._registration")  # "torchvision is not installed"
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        program = torch.onnx.export(
+            model, (inputs,), None, dynamo=True, opset_version=opset, verbose=False,
+            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            dynamic_shapes=({0: torch.export.Dim("batch")},),
+        )
+    finally:
+        quiet.setLevel(level)
+    if program is None:
+        raise ExportError("the dynamo ONNX exporter returned no program")
+    program.save(str(tmp))
+
+
+def _run_onnx(path: Path, inputs: torch.Tensor) -> torch.Tensor:
+    import onnx
+    import onnxruntime
+
+    onnx.checker.check_model(str(path))
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (output,) = session.run([OUTPUT_NAME], {INPUT_NAME: inputs.numpy()})
+    return torch.from_numpy(output)
+
+
+def check_onnx_options(opset: int, exporter: str) -> None:
+    """Raise :class:`ExportError` for an unknown exporter or an opset it cannot write."""
+    if exporter not in ONNX_EXPORTERS:
+        raise ExportError(f"onnx_exporter: {exporter!r} is not one of {', '.join(ONNX_EXPORTERS)}")
+    if isinstance(opset, bool) or not isinstance(opset, int) or opset < MIN_OPSET:
+        raise ExportError(f"opset: must be an integer >= {MIN_OPSET}, got {opset!r}")
+    if exporter == "dynamo" and opset < DYNAMO_MIN_OPSET:
+        raise ExportError(f"opset: the dynamo exporter writes opset >= {DYNAMO_MIN_OPSET}, got {opset}; "
+                          f"use opset={DYNAMO_MIN_OPSET} or onnx_exporter=legacy")
+
+
+def write_onnx(model: nn.Module, path: Path, inputs: torch.Tensor, *, opset: int = MIN_OPSET,
+               exporter: str = "auto") -> OnnxInfo:
+    """Export ``model`` to ONNX (batch axis dynamic), run it with onnxruntime and compare.
+
+    ``exporter``: ``legacy`` (TorchScript-based, any opset >= 17; deprecated in torch but still
+    shipped), ``dynamo`` (torch.export-based, opset >= 18) or ``auto`` (legacy, else dynamo at
+    ``max(opset, 18)``)."""
+    import onnx
+
+    check_onnx_options(opset, exporter)
+    used = exporter
+    if exporter in ("auto", "legacy"):
+        try:
+            write_atomic(path, lambda tmp: _export_legacy(model, inputs, tmp, opset))
+            used = "legacy"
+        except Exception as err:  # noqa: BLE001 - the legacy exporter may be gone from this torch
+            if exporter == "legacy":
+                raise ExportError(f"model.onnx: the legacy ONNX exporter failed: {err}") from err
+            log.warning("legacy ONNX exporter failed (%s); using the dynamo exporter", err)
+            used = "dynamo"
+    if used == "dynamo":
+        opset = max(opset, DYNAMO_MIN_OPSET)
+        try:
+            write_atomic(path, lambda tmp: _export_dynamo(model, inputs, tmp, opset))
+        except ExportError:
+            raise
+        except Exception as err:  # noqa: BLE001 - report any exporter failure as an export error
+            raise ExportError(f"model.onnx: the dynamo ONNX exporter failed: {err}") from err
+    try:
+        output = _run_onnx(path, inputs)
+    except Exception as err:  # noqa: BLE001 - an unloadable file is a failed check
+        raise ExportError(f"{path.name}: onnxruntime could not run the exported model: {err}") from err
+    imports = {o.domain: o.version for o in onnx.load(str(path), load_external_data=False).opset_import}
+    written = int(imports.get("", imports.get("ai.onnx", opset)))
+    with torch.no_grad():
+        diff = _max_abs_diff(output, model(inputs))
+    return OnnxInfo(exporter=used, opset=written, max_abs_diff=diff)
