@@ -1,0 +1,19 @@
+"""NetAdapt refinement (MobileNetV3 paper, section 4.2): shrink a seed network step by step,
+with inherited weights, until it meets a latency target.
+
+- :mod:`~search.netadapt.proposals`: which narrower networks to try (pure spec logic).
+- :mod:`~search.netadapt.inherit`: start each from its parent's most important channels.
+- :mod:`~search.netadapt.loop`: the iteration, checkpoint and resume.
+"""
+
+from search.netadapt.checkpoint import CheckpointError
+from search.netadapt.config import NetAdaptConfig
+from search.netadapt.inherit import InheritError, inherit_weights, kept_channels
+from search.netadapt.loop import METRICS, NetAdaptError, NetAdaptResult, netadapt
+from search.netadapt.proposals import KINDS, BottleneckGroup, Proposal, bottleneck_groups, propose
+
+__all__ = [
+    "KINDS", "METRICS", "BottleneckGroup", "CheckpointError", "InheritError", "NetAdaptConfig",
+    "NetAdaptError", "NetAdaptResult", "Proposal", "bottleneck_groups", "inherit_weights",
+    "kept_channels", "netadapt", "propose",
+]

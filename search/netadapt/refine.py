@@ -1,0 +1,145 @@
+"""NetAdapt with the project's data and trainer: what ``mobilenas refine`` and the search
+pipeline call. Fine-tuning is :func:`evaluators.training.fit` at ``finetune_lr_scale`` x the
+trainer's learning rate; accuracy is top-1 on the validation split (never the test split,
+which only the final network is scored on)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from evaluators.data import DatasetSplits
+from evaluators.training import TrainConfig, evaluate, fit, save_weights
+from search.netadapt.config import NetAdaptConfig
+from search.netadapt.loop import Evaluate, FineTune, NetAdaptResult, netadapt
+from search_spaces.blockstring import from_string
+from search_spaces.builder import MobileNetV3Like, build_model
+from search_spaces.errors import MobilenasError
+from search_spaces.serialize import atomic_write_text, save_spec
+from search_spaces.spec import ArchSpec
+
+logger = logging.getLogger(__name__)
+
+SEED_TRAINING_DIR = "seed_training"
+
+
+def top1(model: nn.Module, data: DatasetSplits, split: str = "val") -> float:
+    """Top-1 accuracy of ``model`` on ``split``; NaN when its weights are not finite (diverged)."""
+    if not all(torch.isfinite(p).all() for p in model.parameters()):
+        return math.nan
+    device = next(model.parameters()).device
+    return evaluate(model, data.loader(split, 256, device=device)).top1
+
+
+def trainer_hooks(data: DatasetSplits, trainer: TrainConfig, *, lr_scale: float,
+                  progress_above: int = 0) -> tuple[FineTune, Evaluate]:
+    """``fine_tune(model, steps)`` and ``evaluate(model)`` for :func:`~search.netadapt.loop.netadapt`.
+
+    Fine-tuning runs ``steps`` optimizer steps of ``trainer`` at ``lr_scale`` x its learning
+    rate, without warm-up; its progress bar shows only for runs longer than ``progress_above``.
+    """
+    tuned = dataclasses.replace(trainer, lr=trainer.lr * lr_scale, warmup_epochs=0.0)
+
+    def fine_tune(model: MobileNetV3Like, steps: int) -> nn.Module:
+        result = fit(model, data, dataclasses.replace(tuned, steps=steps, eval_every=steps,
+                                                      progress=trainer.progress and steps > progress_above))
+        if not result.ok:
+            logger.warning("fine-tuning %s: %s", model.spec, result.message)
+        return model
+
+    return fine_tune, lambda model: top1(model, data)
+
+
+def seed_model(spec: ArchSpec, data: DatasetSplits, trainer: TrainConfig, *,
+               weights: Mapping[str, torch.Tensor] | None, pretrain_steps: int,
+               run_dir: str | Path | None) -> MobileNetV3Like:
+    """The seed network: ``weights`` loaded strictly, or trained ``pretrain_steps`` steps with
+    ``trainer`` (checkpointed in ``run_dir/seed_training``, so a rerun does not train it again)."""
+    model = build_model(spec)
+    if weights is not None:
+        try:
+            model.load_state_dict(dict(weights), strict=True)
+        except RuntimeError as err:
+            detail = str(err).strip().splitlines()[-1].strip()
+            raise MobilenasError(f"seed weights do not fit the seed spec {spec} ({detail})") from None
+        return model
+    if pretrain_steps == 0:
+        logger.warning("refining an untrained seed (netadapt.pretrain_steps=0 and no weights)")
+        return model
+    checkpoint_dir = Path(run_dir) / SEED_TRAINING_DIR if run_dir is not None else None
+    result = fit(model, data, dataclasses.replace(trainer, steps=pretrain_steps),
+                 checkpoint_dir=checkpoint_dir, resume=True)
+    if not result.ok:
+        raise MobilenasError(f"training the seed diverged ({result.message}); lower trainer.lr")
+    logger.info("seed trained %d steps: val top-1 %.4f", result.steps, result.top1)
+    return model
+
+
+def refine(seed_spec: ArchSpec, *, config: NetAdaptConfig, latency_ms: Callable[[ArchSpec], float],
+           data: DatasetSplits, trainer: TrainConfig, run_dir: str | Path | None,
+           weights: Mapping[str, torch.Tensor] | None = None, progress: bool = True) -> NetAdaptResult:
+    """NetAdapt on ``seed_spec`` (its classes and resolution must be the data's) with the
+    project's trainer; ``run_dir`` holds checkpoints and ``history.json`` and is resumed."""
+    config.validate()
+    if (seed_spec.num_classes, seed_spec.resolution) != (data.num_classes, data.resolution):
+        raise MobilenasError(
+            f"seed spec has {seed_spec.num_classes} classes at resolution {seed_spec.resolution}; "
+            f"the data set {data.name!r} has {data.num_classes} at resolution {data.resolution}")
+    model = seed_model(seed_spec, data, trainer, weights=weights, pretrain_steps=config.pretrain_steps,
+                       run_dir=run_dir)
+    fine_tune, evaluate_fn = trainer_hooks(data, trainer, lr_scale=config.finetune_lr_scale,
+                                           progress_above=config.short_steps)
+    return netadapt(seed_spec, model, latency_ms=latency_ms, fine_tune=fine_tune, evaluate=evaluate_fn,
+                    run_dir=run_dir, progress=progress, **config.loop_kwargs())
+
+
+def latency_protocol(evaluator: Any) -> dict[str, Any] | None:
+    """The protocol a latency evaluator states, as a plain dict with its backend (lut/measure)."""
+    protocol = getattr(evaluator, "protocol", None)
+    if protocol is None:
+        return None
+    data = protocol.to_dict() if hasattr(protocol, "to_dict") else dataclasses.asdict(protocol)
+    return {**data, "backend": getattr(evaluator, "backend", None),
+            "description": evaluator.describe() if hasattr(evaluator, "describe") else str(protocol)}
+
+
+def write_outputs(run_dir: str | Path, result: NetAdaptResult, *, data: DatasetSplits, trainer: TrainConfig,
+                  config: NetAdaptConfig, protocol: Mapping[str, Any] | None = None,
+                  seed_source: str = "") -> dict[str, Path]:
+    """``winner.json``/``.txt``, ``seed.json``, ``weights.safetensors`` and ``summary.json``
+    (latency with its protocol, accuracy, data, budget, provenance) in ``run_dir``, atomically;
+    ``history.json`` is already there. What ``mobilenas export run=<dir>`` reads."""
+    run_dir = Path(run_dir)
+    seed_spec = from_string(result.history[0]["spec"])
+    files = {
+        "winner": save_spec(result.spec, run_dir / "winner.json"),
+        "winner_txt": save_spec(result.spec, run_dir / "winner.txt"),
+        "seed": save_spec(seed_spec, run_dir / "seed.json"),
+        "weights": save_weights(result.model, run_dir / "weights.safetensors",
+                                metadata={"mobilenas_spec": str(result.spec)}),
+    }
+    test_top1 = top1(result.model, data, "test")
+    summary = {
+        **result.summary(),
+        "protocol": dict(protocol) if protocol is not None else None,
+        "test_top1": test_top1,
+        "data": {k: v for k, v in data.summary().items() if isinstance(v, (int, float, str))},
+        "budget": {"pretrain_steps": config.pretrain_steps, "short_steps": config.short_steps,
+                   "final_steps": config.final_steps, "finetune_lr": trainer.lr * config.finetune_lr_scale,
+                   "trainer": trainer.to_dict()},
+        "provenance": {"method": "NetAdapt (MobileNetV3 paper, section 4.2)",
+                       "seed": seed_source or str(seed_spec), "seed_spec": str(seed_spec),
+                       "metric": config.metric, "kinds": list(config.kinds), "iterations": result.iterations,
+                       "status": result.status, "history": "history.json"},
+    }
+    files["summary"] = atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    files["history"] = run_dir / "history.json"
+    return files

@@ -1,0 +1,146 @@
+"""The NetAdapt loop: stops at the target, picks by its metric, resumes after an interruption."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from search.netadapt import CheckpointError, NetAdaptError, netadapt
+from search_spaces.builder import build_model
+from search_spaces.reference import reference_spec
+from search_spaces.spec import ArchSpec
+
+SEED = reference_spec("mobilenet_v3_small", width_mult=0.5, num_classes=10, resolution=32)
+INPUT = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def channel_latency(spec: ArchSpec) -> float:
+    """A fake latency in ms: grows with every width."""
+    return (spec.stem.channels + sum(b.exp * 2 + b.out for b in spec.blocks)) / 100
+
+
+def noisy_fine_tune(model, steps):
+    """Deterministic given the torch RNG (the loop seeds it): adds small noise to the weights."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 1e-3 * steps)
+    return model
+
+
+def fake_accuracy(model) -> float:
+    model.eval()
+    with torch.no_grad():
+        return float(model(INPUT).softmax(dim=1)[:, 0].mean())
+
+
+def seed_model():
+    torch.manual_seed(0)
+    return build_model(SEED)
+
+
+def refine(run_dir=None, fine_tune=noisy_fine_tune, **overrides):
+    kwargs = dict(target_ratio=0.85, latency_ms=channel_latency, fine_tune=fine_tune,
+                  evaluate=fake_accuracy, delta_ratio=0.03, short_steps=2, final_steps=5,
+                  run_dir=run_dir, progress=False)
+    return netadapt(SEED, seed_model(), **{**kwargs, **overrides})
+
+
+def test_loop_stops_at_the_target_and_picks_the_best_score(tmp_path):
+    result = refine(tmp_path)
+    assert result.target_ms == pytest.approx(0.85 * channel_latency(SEED))
+    assert result.delta_ms == pytest.approx(0.03 * channel_latency(SEED))
+    assert result.status == "target_met" and result.latency_ms <= result.target_ms
+    assert result.latency_ms == channel_latency(result.spec)
+    assert result.iterations == len(result.history) - 1 >= 2
+    assert result.model.spec == result.spec
+    for before, record in zip(result.history, result.history[1:]):
+        assert before["latency_ms"] - record["latency_ms"] >= result.delta_ms
+        scores = [c["score"] for c in record["candidates"]]
+        best = record["candidates"][scores.index(max(scores))]
+        assert record["chosen"] == best["label"] and record["accuracy"] == best["accuracy"]
+        for c in record["candidates"]:
+            cut = c["latency_before_ms"] - c["latency_after_ms"]
+            assert c["score"] == pytest.approx((c["accuracy"] - before["accuracy"]) / cut)
+    assert json.loads((tmp_path / "history.json").read_text()) == result.history
+    # the history keeps the seed first and every later spec is the chosen candidate's
+    assert result.history[0]["spec"] == str(SEED) and result.history[-1]["spec"] == str(result.spec)
+
+
+def test_accuracy_metric_picks_the_most_accurate_candidate():
+    result = refine(metric="accuracy", max_iterations=1)
+    (record,) = result.history[1:]
+    accuracies = [c["accuracy"] for c in record["candidates"]]
+    assert record["accuracy"] == max(accuracies) and record["candidates"][0]["score"] == accuracies[0]
+
+
+def test_loop_stops_without_proposals_or_after_max_iterations():
+    stuck = refine(latency_ms=lambda spec: 1.0, target_ratio=None, target_ms=0.5, delta_ms=0.01)
+    assert stuck.status == "no_proposal" and stuck.iterations == 0 and stuck.latency_ms == 1.0
+    capped = refine(max_iterations=1, target_ratio=0.01)
+    assert capped.status == "max_iterations" and capped.iterations == 1
+
+
+def test_interrupted_refinement_resumes_to_the_same_result(tmp_path):
+    reference = refine(tmp_path / "whole")
+    assert reference.iterations >= 3
+    calls = {"n": 0}
+    crash_at = len(reference.history[1]["candidates"]) + 2
+
+    def crashing_fine_tune(model, steps):
+        calls["n"] += 1
+        if calls["n"] == crash_at:  # dies inside iteration 2
+            raise RuntimeError("killed")
+        return noisy_fine_tune(model, steps)
+
+    with pytest.raises(RuntimeError, match="killed"):
+        refine(tmp_path / "cut", fine_tune=crashing_fine_tune)
+    saved = json.loads((tmp_path / "cut" / "history.json").read_text())
+    assert len(saved) == 2  # the seed and iteration 1 survived
+
+    counted = {"n": 0}
+
+    def counting_fine_tune(model, steps):
+        counted["n"] += 1
+        return noisy_fine_tune(model, steps)
+
+    measured = []
+
+    def recording_latency(spec):
+        measured.append(str(spec))
+        return channel_latency(spec)
+
+    resumed = refine(tmp_path / "cut", fine_tune=counting_fine_tune, latency_ms=recording_latency)
+    # recorded latencies are reused, not measured again (measurements may be noisy)
+    assert not {r["spec"] for r in saved} & set(measured)
+    assert resumed.spec == reference.spec and resumed.status == reference.status
+    assert resumed.history == reference.history and resumed.accuracy == reference.accuracy
+    for (k, a), (_, b) in zip(reference.model.state_dict().items(), resumed.model.state_dict().items()):
+        assert torch.equal(a, b), k
+    # iteration 1 is not redone: only later candidates and the final network are fine-tuned
+    assert counted["n"] == sum(len(r["candidates"]) for r in reference.history[2:]) + 1
+
+    again = refine(tmp_path / "cut", fine_tune=counting_fine_tune)  # finished: returned as is
+    assert again.spec == reference.spec
+    assert counted["n"] == sum(len(r["candidates"]) for r in reference.history[2:]) + 1
+
+
+def test_resume_refuses_other_settings_and_bad_arguments(tmp_path):
+    refine(tmp_path, max_iterations=1)
+    with pytest.raises(CheckpointError, match="holds a refinement with other settings"):
+        refine(tmp_path, metric="accuracy")
+    with pytest.raises(NetAdaptError, match="metric must be one of acc_per_latency, accuracy"):
+        refine(metric="top5")
+    with pytest.raises(NetAdaptError, match="target_ms must be > 0"):
+        refine(target_ms=0, target_ratio=None)
+    with pytest.raises(NetAdaptError, match="give exactly one of target_ms and target_ratio"):
+        refine(target_ms=1.0)
