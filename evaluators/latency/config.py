@@ -1,0 +1,82 @@
+"""Typed latency configuration (the schema of ``conf/latency/*.yaml``) and the factory the
+search and refine commands call."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from evaluators.latency.errors import ProtocolError
+from evaluators.latency.evaluator import LutLatency, MeasuredLatency
+from evaluators.latency.protocol import LatencyProtocol
+from evaluators.latency.table import LatencyTable
+
+MODES = ("lut", "measure")
+
+
+@dataclass
+class LatencyConfig:
+    """How latency is obtained. The protocol fields are :class:`LatencyProtocol`'s; the input
+    resolution comes from the task (data set or space), not from here."""
+
+    device: str = "cpu"  # cpu | cuda | cuda:N | the name of an external device (imported tables)
+    threads: int = 1
+    batch_size: int = 1
+    memory_format: str = "contiguous"  # contiguous | channels_last
+    warmup: int = 10
+    runs: int = 30
+    statistic: str = "median"  # median | min | mean
+    timer: str = "wall"  # wall | thread_cpu
+    mode: str = "lut"  # lut: predicted by a lookup table | measure: every spec timed end to end
+    table: str | None = None  # table file; null: <tables_dir>/<device>-t<threads>-b<batch>-r<res>.json
+    tables_dir: str = "tables"
+    auto_fit: bool = True  # fit a table's overhead on the V3 references when it has none
+    fit_rounds: int = 3  # interleaved rounds when timing networks for the fit
+
+    def protocol(self, resolution: int) -> LatencyProtocol:
+        return LatencyProtocol(
+            device=self.device,
+            threads=self.threads,
+            batch_size=self.batch_size,
+            resolution=resolution,
+            memory_format=self.memory_format,
+            warmup=self.warmup,
+            runs=self.runs,
+            statistic=self.statistic,
+            timer=self.timer,
+        )
+
+    def table_path(self, resolution: int) -> Path:
+        """``table`` if set, else the default file name for the protocol in ``tables_dir``."""
+        if self.table:
+            return Path(self.table)
+        return Path(self.tables_dir) / default_table_name(self.protocol(resolution))
+
+
+def default_table_name(protocol: LatencyProtocol) -> str:
+    """``<device>-t<threads>-b<batch>-r<resolution>[-cl][-cputime].json``."""
+    device = re.sub(r"[^A-Za-z0-9._+-]", "", protocol.device)
+    name = f"{device}-t{protocol.threads}-b{protocol.batch_size}-r{protocol.resolution}"
+    if protocol.memory_format == "channels_last":
+        name += "-cl"
+    if protocol.timer == "thread_cpu":
+        name += "-cputime"
+    return name + ".json"
+
+
+def latency_evaluator(cfg: LatencyConfig, resolution: int) -> LutLatency | MeasuredLatency:
+    """The latency evaluator ``cfg`` describes, for networks of input ``resolution``.
+
+    ``mode=lut`` opens (or starts) the table for the protocol; a table for another protocol
+    or machine raises :class:`ProtocolMismatchError`. ``mode=measure`` needs a device of this
+    machine."""
+    if cfg.mode not in MODES:
+        raise ProtocolError(f"latency.mode: must be one of {', '.join(MODES)}, got {cfg.mode!r}")
+    if isinstance(cfg.fit_rounds, bool) or not isinstance(cfg.fit_rounds, int) or cfg.fit_rounds < 1:
+        raise ProtocolError(f"latency.fit_rounds: must be an integer >= 1, got {cfg.fit_rounds!r}")
+    protocol = cfg.protocol(resolution)
+    if cfg.mode == "measure":
+        return MeasuredLatency(protocol)
+    table = LatencyTable.open(cfg.table_path(resolution), protocol, create=True)
+    return LutLatency(table, auto_fit=cfg.auto_fit, fit_rounds=cfg.fit_rounds)

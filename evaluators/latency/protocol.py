@@ -1,0 +1,219 @@
+"""The latency protocol: everything that changes a latency figure, stated and stored with it.
+
+A figure in milliseconds means nothing without the device, the machine, the threads, the
+batch, the input resolution, the memory format, the warm-up, the number of runs, the
+statistic and the clock. :class:`LatencyProtocol` holds all of them; results and lookup
+tables carry it, and a table is never used under another protocol.
+
+Devices are ``cpu``, ``cuda`` or ``cuda:N`` (this machine; ``cuda`` means ``cuda:0``), or any
+other name (``pixel7-tflite``) for a device measured elsewhere whose figures are imported.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+from dataclasses import asdict, dataclass, fields
+from functools import cache
+from typing import Any
+
+from evaluators.latency.errors import ProtocolError
+from search_spaces.spec import MIN_RESOLUTION
+
+LOCAL_DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
+DEVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+MEMORY_FORMATS = ("contiguous", "channels_last")
+STATISTICS = ("median", "min", "mean")
+TIMERS = ("wall", "thread_cpu")
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """What identifies the machine a figure was measured on."""
+
+    host: str  # CPU model and logical core count, or "external"
+    accelerator: str  # GPU name and CUDA version, or "-"
+    torch: str  # torch version, or "-" for external devices
+
+    def __str__(self) -> str:
+        parts = [self.host] + ([self.accelerator] if self.accelerator != "-" else [])
+        if self.torch != "-":
+            parts.append(f"torch {self.torch}")
+        return ", ".join(parts)
+
+
+EXTERNAL = Fingerprint("external", "-", "-")
+
+
+def is_local_device(device: str) -> bool:
+    """``cpu``, ``cuda`` and ``cuda:N`` are this machine; other names are external devices."""
+    return bool(LOCAL_DEVICE.match(device))
+
+
+def cpu_model() -> str:
+    """The CPU model from /proc/cpuinfo (x86 ``model name``, ARM ``Hardware``/``Model``), or
+    what :mod:`platform` knows."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            info = handle.read()
+    except OSError:
+        info = ""
+    for key in ("model name", "Hardware", "Model", "cpu model"):
+        match = re.search(rf"^{key}\s*:\s*(.+)$", info, re.MULTILINE)
+        if match:
+            return match.group(1).strip()
+    return platform.processor() or platform.machine() or "unknown cpu"
+
+
+@cache
+def local_fingerprint(device: str) -> Fingerprint:
+    """The fingerprint of this machine for a local ``device`` (``cpu`` or ``cuda:N``)."""
+    import torch
+
+    host = f"{cpu_model()} x{os.cpu_count() or 1}"
+    accelerator = "-"
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ProtocolError(
+                f"latency.device: {device!r} needs CUDA, which this machine does not have (use device=cpu)"
+            )
+        index = int(device.split(":")[1])
+        if index >= torch.cuda.device_count():
+            raise ProtocolError(
+                f"latency.device: {device!r} does not exist; this machine has "
+                f"{torch.cuda.device_count()} CUDA device(s)"
+            )
+        accelerator = f"{torch.cuda.get_device_name(index)}, CUDA {torch.version.cuda}"
+    return Fingerprint(host, accelerator, torch.__version__)
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ProtocolError(f"latency.{name}: must be an integer >= {minimum}, got {value!r}")
+
+
+def _check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ProtocolError(f"latency.{name}: must be one of {', '.join(allowed)}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class LatencyProtocol:
+    """How a latency is measured. ``fingerprint`` is filled in for this machine when left out.
+
+    The timed call is ``model(x)`` in eval mode under ``torch.inference_mode``, with
+    ``threads`` torch threads, denormal floats flushed to zero (random-init networks produce
+    denormal activations that trained ones do not), garbage collection paused and, on CPU,
+    the allocator in steady state (no page faults; see :mod:`evaluators.latency.measure`). ``warmup``
+    untimed runs come first; ``statistic`` summarizes ``runs`` timed runs. ``timer``:
+    ``wall`` (wall clock; CUDA events on GPUs) or ``thread_cpu`` (the CPU time of the
+    measuring thread: robust on a busy shared machine, CPU with 1 thread only).
+    """
+
+    device: str = "cpu"
+    threads: int = 1
+    batch_size: int = 1
+    resolution: int = 224
+    memory_format: str = "contiguous"
+    warmup: int = 10
+    runs: int = 30
+    statistic: str = "median"
+    timer: str = "wall"
+    fingerprint: Fingerprint | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.device, str) or not DEVICE_NAME.match(self.device):
+            raise ProtocolError(
+                f"latency.device: {self.device!r} is not a device name; use cpu, cuda, cuda:N or the "
+                "name of an external device (letters, digits, '.', '_', '+', '-'), e.g. pixel7-tflite"
+            )
+        if self.device == "cuda":
+            object.__setattr__(self, "device", "cuda:0")
+        _check_int("threads", self.threads, 1)
+        _check_int("batch_size", self.batch_size, 1)
+        _check_int("resolution", self.resolution, MIN_RESOLUTION)
+        _check_choice("memory_format", self.memory_format, MEMORY_FORMATS)
+        _check_int("warmup", self.warmup, 0)
+        _check_int("runs", self.runs, 1)
+        _check_choice("statistic", self.statistic, STATISTICS)
+        _check_choice("timer", self.timer, TIMERS)
+        if self.timer == "thread_cpu" and (self.device != "cpu" or self.threads != 1):
+            raise ProtocolError(
+                "latency.timer: thread_cpu measures one CPU thread; it needs device=cpu and "
+                f"threads=1, got device={self.device} threads={self.threads}"
+            )
+        if self.fingerprint is None:
+            fingerprint = local_fingerprint(self.device) if self.local else EXTERNAL
+            object.__setattr__(self, "fingerprint", fingerprint)
+        elif isinstance(self.fingerprint, dict):
+            object.__setattr__(self, "fingerprint", _fingerprint_from(self.fingerprint))
+        elif not isinstance(self.fingerprint, Fingerprint):
+            raise ProtocolError(f"latency.fingerprint: expected a Fingerprint, got {self.fingerprint!r}")
+
+    @property
+    def local(self) -> bool:
+        """Whether the device is on this kind of machine (cpu/cuda) rather than external."""
+        return is_local_device(self.device)
+
+    @property
+    def measurable(self) -> bool:
+        """Whether this machine can measure under this protocol (local device, same fingerprint)."""
+        if not self.local:
+            return False
+        try:
+            return self.fingerprint == local_fingerprint(self.device)
+        except ProtocolError:
+            return False
+
+    def replace(self, **changes: Any) -> LatencyProtocol:
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        if "device" in changes and "fingerprint" not in changes:
+            data["fingerprint"] = None
+        return LatencyProtocol(**{**data, **changes})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> LatencyProtocol:
+        """Inverse of :meth:`to_dict`; unknown or missing fields raise :class:`ProtocolError`."""
+        if not isinstance(data, dict):
+            raise ProtocolError(f"latency protocol: expected a mapping, got {type(data).__name__}")
+        names = {f.name for f in fields(cls)}
+        unknown, missing = set(data) - names, names - set(data)
+        if unknown or missing:
+            raise ProtocolError(
+                f"latency protocol: unknown field(s) {sorted(unknown)}, missing field(s) "
+                f"{sorted(missing)}; expected {sorted(names)}"
+            )
+        return cls(**data)
+
+    def differences(self, other: LatencyProtocol) -> list[str]:
+        """``field: mine vs other`` for every field that differs."""
+        found = []
+        for f in fields(self):
+            mine, theirs = getattr(self, f.name), getattr(other, f.name)
+            if mine != theirs:
+                found.append(f"{f.name}: {mine} vs {theirs}")
+        return found
+
+    def describe(self) -> str:
+        """One line: ``cpu [machine], 1 thread, batch 1, 224x224, ...``."""
+        threads = f"{self.threads} thread{'s' if self.threads > 1 else ''}"
+        clock = {
+            "wall": "wall clock" if self.device == "cpu" or not self.local else "CUDA events",
+            "thread_cpu": "thread CPU time",
+        }[self.timer]
+        return (
+            f"{self.device} [{self.fingerprint}], {threads}, batch {self.batch_size}, "
+            f"{self.resolution}x{self.resolution}, {self.memory_format}, {self.warmup} warm-up, "
+            f"{self.runs} runs, {self.statistic}, {clock}"
+        )
+
+
+def _fingerprint_from(data: dict[str, Any]) -> Fingerprint:
+    names = {f.name for f in fields(Fingerprint)}
+    if set(data) != names or not all(isinstance(v, str) for v in data.values()):
+        raise ProtocolError(f"latency.fingerprint: expected strings {sorted(names)}, got {data!r}")
+    return Fingerprint(**data)

@@ -1,0 +1,370 @@
+"""Latency lookup tables: one measured row per distinct layer, a fitted network overhead, and
+the protocol they were measured under, in one JSON file.
+
+The file::
+
+    {"format": "mobilenas.latency_table", "version": 1,
+     "protocol": {"device": "cpu", "threads": 1, ..., "fingerprint": {...}},
+     "fit": {"scale": 1.25, "overhead_ms": 0.1, "n_specs": 8, "rmse_ms": 0.2},
+     "rows": {"block:r56:c24:ir_k3_e72_c24_s1_re": 0.8123, ...}}
+
+A spec's predicted latency is ``fit.scale * sum(rows of its layers) + fit.overhead_ms``.
+Missing rows are measured on demand (on this machine only) and the file is rewritten
+atomically; rows written meanwhile by another process sharing the file are merged, not lost.
+A table is opened for one protocol; any difference, the machine's fingerprint included, or a
+damaged file raises a :class:`~evaluators.latency.errors.LatencyError`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from tqdm import tqdm
+
+from evaluators.latency.errors import (
+    LatencyError,
+    MissingRowsError,
+    ProtocolError,
+    ProtocolMismatchError,
+    TableFileError,
+)
+from evaluators.latency.fit import OverheadFit, fit_scale_overhead
+from evaluators.latency.keys import KEY
+from evaluators.latency.measure import measure_many
+from evaluators.latency.protocol import LatencyProtocol
+from search_spaces.serialize import atomic_write_text
+from search_spaces.spec import ArchSpec, Layer
+
+log = logging.getLogger(__name__)
+
+FORMAT = "mobilenas.latency_table"
+VERSION = 1
+_FIELDS = ("format", "version", "protocol", "fit", "rows")
+_CHUNK = 32  # layers measured between progress updates and periodic saves
+
+
+class LatencyTable:
+    """A per-layer latency lookup table bound to one protocol and one file.
+
+    Use :meth:`open` (checks the file against a protocol) or :meth:`read` (takes the file's
+    own protocol). Thread-safe; predictions are cached per spec.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        protocol: LatencyProtocol,
+        *,
+        rows: Mapping[str, float] | None = None,
+        fit: OverheadFit | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self._protocol = protocol
+        self._rows: dict[str, float] = dict(rows or {})
+        self._fit = fit or OverheadFit()
+        self._layer_ms: dict[Layer, float] = {}
+        self._spec_ms: dict[ArchSpec, float] = {}
+        self._lock = threading.RLock()
+        self._stamp: tuple[int, int] | None = None  # (mtime_ns, size) of the file as last read or written
+        self._warned_unfitted = False
+        self.save_interval_s = 30.0
+
+    # --- opening ----------------------------------------------------------------------
+    @classmethod
+    def open(
+        cls, path: str | os.PathLike[str], protocol: LatencyProtocol, *, create: bool = True
+    ) -> LatencyTable:
+        """The table at ``path`` for ``protocol``; a new empty one when the file does not exist
+        and ``create`` (it is written at the first save).
+
+        Raises:
+            ProtocolMismatchError: the file holds a table for another protocol or machine.
+            TableFileError: the file is corrupt or truncated, or missing and not ``create``.
+        """
+        path = Path(path)
+        if not path.exists():
+            if not create:
+                raise TableFileError(
+                    f"{path}: no latency table there; build one (mobilenas lut action=build) "
+                    "or import one (mobilenas lut action=import csv=...)"
+                )
+            return cls(path, protocol)
+        table = cls.read(path)
+        if table.protocol != protocol:
+            diffs = "; ".join(table.protocol.differences(protocol))
+            raise ProtocolMismatchError(
+                f"{path}: the table was measured under another protocol ({diffs}; table vs requested). "
+                f"A table is never used for another protocol: point latency.table to a table for this "
+                f"protocol, or delete {path} to measure a new one"
+            )
+        return table
+
+    @classmethod
+    def read(cls, path: str | os.PathLike[str]) -> LatencyTable:
+        """The table at ``path`` with the protocol stored in it (for inspection and merging)."""
+        path = Path(path)
+        protocol, fit, rows = _parse(path)
+        table = cls(path, protocol, rows=rows, fit=fit)
+        table._stamp = _file_stamp(path)
+        return table
+
+    # --- contents ---------------------------------------------------------------------
+    @property
+    def protocol(self) -> LatencyProtocol:
+        return self._protocol
+
+    @property
+    def fit(self) -> OverheadFit:
+        return self._fit
+
+    @property
+    def rows(self) -> Mapping[str, float]:
+        """Layer key -> milliseconds (read-only view)."""
+        return MappingProxyType(self._rows)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __contains__(self, layer: Layer | str) -> bool:
+        return (layer if isinstance(layer, str) else layer.key) in self._rows
+
+    def layer_ms(self, layer: Layer) -> float | None:
+        """The row of ``layer``, or None when the table lacks it."""
+        ms = self._layer_ms.get(layer)
+        if ms is None:
+            ms = self._rows.get(layer.key)
+            if ms is not None:
+                self._layer_ms[layer] = ms
+        return ms
+
+    def missing(self, layers: Iterable[Layer]) -> list[Layer]:
+        """The distinct layers of ``layers`` without a row, in order."""
+        return [layer for layer in dict.fromkeys(layers) if self.layer_ms(layer) is None]
+
+    # --- predicting -------------------------------------------------------------------
+    def sum_ms(self, spec: ArchSpec) -> float:
+        """Sum of the rows of ``spec``'s layers (missing rows are measured first)."""
+        self._check_resolution(spec)
+        layers = list(spec.layers())
+        missing = self.missing(layers)
+        if missing:
+            self.build(missing, progress=False)
+        return sum(self.layer_ms(layer) or 0.0 for layer in layers)
+
+    def predict_ms(self, spec: ArchSpec) -> float:
+        """Predicted latency of ``spec``: ``fit.scale * sum_ms(spec) + fit.overhead_ms``.
+
+        Missing rows are measured and saved first (this machine's devices only; for an
+        external device :class:`MissingRowsError` lists them)."""
+        cached = self._spec_ms.get(spec)
+        if cached is not None:
+            return cached
+        with self._lock:
+            value = self._fit.apply(self.sum_ms(spec))
+            if not self._fit.fitted and not self._warned_unfitted:
+                self._warned_unfitted = True
+                log.warning(
+                    "latency table %s has no fitted overhead: predictions are plain sums of layer rows "
+                    "(run mobilenas lut action=build to fit it)",
+                    self.path,
+                )
+            self._spec_ms[spec] = value
+        return value
+
+    def _check_resolution(self, spec: ArchSpec) -> None:
+        if spec.resolution != self._protocol.resolution:
+            raise LatencyError(
+                f"the spec's resolution {spec.resolution} differs from the table's resolution "
+                f"{self._protocol.resolution} ({self.path}); use a table for "
+                f"{spec.resolution}x{spec.resolution}"
+            )
+
+    # --- measuring --------------------------------------------------------------------
+    def build(self, layers: Iterable[Layer], *, progress: bool = True) -> int:
+        """Measure and store the rows ``layers`` lack; returns how many were measured.
+
+        The file is saved every ``save_interval_s`` seconds and at the end (also when
+        interrupted), so a killed build keeps most of its rows."""
+        missing = self.missing(layers)
+        if not missing:
+            return 0
+        self._require_measurable(missing)
+        done = 0
+        last_save = time.monotonic()
+        bar = tqdm(total=len(missing), desc="measuring layers", unit="layer", disable=not progress)
+        try:
+            with self._lock:
+                for start in range(0, len(missing), _CHUNK):
+                    chunk = missing[start : start + _CHUNK]
+                    for layer, result in zip(chunk, measure_many(chunk, self._protocol), strict=True):
+                        self._rows[layer.key] = self._layer_ms[layer] = round(result.ms, 5)
+                    done += len(chunk)
+                    bar.update(len(chunk))
+                    if time.monotonic() - last_save > self.save_interval_s:
+                        self.save()
+                        last_save = time.monotonic()
+        finally:
+            bar.close()
+            if done:
+                self.save()
+        return done
+
+    def _require_measurable(self, missing: list[Layer]) -> None:
+        if self._protocol.measurable:
+            return
+        if self._protocol.local:
+            raise LatencyError(
+                f"{self.path}: the table was measured on another machine "
+                f"({self._protocol.fingerprint}); it cannot get new rows here"
+            )
+        from evaluators.latency.csv_io import export_layers_csv
+
+        keys = tuple(layer.key for layer in missing)
+        todo = self.path.with_name(self.path.stem + ".missing.csv")
+        export_layers_csv(missing, todo, self._protocol)
+        shown = ", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
+        raise MissingRowsError(
+            f"{self.path}: {len(keys)} layer(s) have no row for the external device "
+            f"{self._protocol.device!r} "
+            f"and cannot be measured on this machine: {shown}. They are listed in {todo}: measure each on "
+            f"the device under the protocol in its columns, fill in latency_ms, then run 'mobilenas lut "
+            f"action=import csv={todo} latency.device={self._protocol.device}' (with the same latency.* "
+            f"settings). Every layer of a space: 'mobilenas lut action=export-layers "
+            f"latency.device={self._protocol.device}'",
+            keys,
+        )
+
+    def fit_overhead(
+        self, specs: Iterable[ArchSpec], *, rounds: int = 3, progress: bool = False
+    ) -> OverheadFit:
+        """Measure ``specs`` end to end (interleaved over ``rounds``) and fit ``scale`` and
+        ``overhead_ms`` by least squares against their layer sums; stores and saves the fit."""
+        specs = list(dict.fromkeys(specs))
+        if not specs:
+            raise LatencyError("fit_overhead needs at least one spec")
+        for spec in specs:
+            self._check_resolution(spec)
+        self.build([layer for spec in specs for layer in spec.layers()], progress=progress)
+        measured = measure_many(
+            specs, self._protocol, rounds=rounds, progress=progress, desc="timing networks"
+        )
+        fit = fit_scale_overhead([self.sum_ms(s) for s in specs], [r.ms for r in measured])
+        self.set_fit(fit)
+        return fit
+
+    # --- changing and saving ----------------------------------------------------------
+    def set_fit(self, fit: OverheadFit, *, save: bool = True) -> None:
+        with self._lock:
+            self._fit = fit
+            self._spec_ms.clear()
+            if save:
+                self.save()
+
+    def add_rows(self, rows: Mapping[str, float], *, save: bool = True) -> None:
+        """Store ``rows`` (layer key -> ms), replacing rows with the same keys."""
+        checked = {key: _check_row(key, ms, "rows") for key, ms in rows.items()}
+        with self._lock:
+            self._rows.update(checked)
+            self._layer_ms.clear()
+            self._spec_ms.clear()
+            if save:
+                self.save()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "protocol": self._protocol.to_dict(),
+            "fit": self._fit.to_dict(),
+            "rows": dict(sorted(self._rows.items())),
+        }
+
+    def save(self) -> Path:
+        """Write the table atomically, first merging rows another process saved meanwhile."""
+        with self._lock:
+            if self.path.exists() and _file_stamp(self.path) != self._stamp:
+                other = LatencyTable.read(self.path)
+                if other.protocol != self._protocol:
+                    diffs = "; ".join(other.protocol.differences(self._protocol))
+                    raise ProtocolMismatchError(
+                        f"{self.path}: the file now holds a table for another protocol "
+                        f"({diffs}; file vs this table); not overwriting it"
+                    )
+                for key, ms in other._rows.items():
+                    self._rows.setdefault(key, ms)
+                if not self._fit.fitted and other.fit.fitted:
+                    self.set_fit(other.fit, save=False)
+            atomic_write_text(self.path, json.dumps(self.to_dict(), indent=1) + "\n")
+            self._stamp = _file_stamp(self.path)
+        return self.path
+
+    def __repr__(self) -> str:
+        return f"LatencyTable({str(self.path)!r}, {len(self)} rows, {self._protocol.describe()})"
+
+
+def _file_stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_mtime_ns, stat.st_size
+
+
+def _check_row(key: Any, ms: Any, where: str) -> float:
+    if not isinstance(key, str) or not KEY.match(key):
+        raise TableFileError(
+            f"{where}: {key!r} is not a layer key (<kind>:r<resolution>:c<channels>:<token>)"
+        )
+    if isinstance(ms, bool) or not isinstance(ms, (int, float)) or not math.isfinite(ms) or ms < 0:
+        raise TableFileError(f"{where}[{key!r}]: latency must be a finite number of ms >= 0, got {ms!r}")
+    return float(ms)
+
+
+def _parse(path: Path) -> tuple[LatencyProtocol, OverheadFit, dict[str, float]]:
+    """Read and check a table file; every problem raises :class:`TableFileError` naming it."""
+    advice = f"delete {path} to measure a new table, or restore it"
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise TableFileError(f"{path}: cannot read the latency table ({err.strerror})") from None
+    if not text.strip():
+        raise TableFileError(f"{path}: the latency table file is empty; {advice}")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise TableFileError(
+            f"{path}: not a valid latency table, the file is truncated or corrupt "
+            f"({err.msg} at line {err.lineno}, column {err.colno}); {advice}"
+        ) from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise TableFileError(f"{path}: not a mobilenas latency table (its 'format' is not {FORMAT!r})")
+    if data.get("version") != VERSION:
+        raise TableFileError(
+            f"{path}: latency table version {data.get('version')!r} is not supported; expected {VERSION}"
+        )
+    if set(data) != set(_FIELDS):
+        raise TableFileError(
+            f"{path}: the latency table must have exactly the fields {', '.join(_FIELDS)}; "
+            f"got {', '.join(sorted(data))}"
+        )
+    try:
+        protocol = LatencyProtocol.from_dict(data["protocol"])
+        fit = OverheadFit.from_dict(data["fit"])
+    except (ProtocolError, LatencyError) as err:
+        raise TableFileError(f"{path}: bad header: {err}") from None
+    if not isinstance(data["rows"], dict):
+        raise TableFileError(f"{path}: 'rows' must map layer keys to milliseconds")
+    try:
+        rows = {key: _check_row(key, ms, "rows") for key, ms in data["rows"].items()}
+    except TableFileError as err:
+        raise TableFileError(f"{path}: {err}; {advice}") from None
+    return protocol, fit, rows

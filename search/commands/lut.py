@@ -1,0 +1,164 @@
+"""``mobilenas lut``: build, validate, import, export or inspect a latency lookup table."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from evaluators.latency import (
+    LatencyConfig,
+    LatencyProtocol,
+    LatencyTable,
+    export_layers_csv,
+    import_csv,
+    plot_validation,
+    sample_specs,
+    space_fit_specs,
+    validate_table,
+)
+from search.config import ConfigError, typed
+from search_spaces.config import SpaceConfig, build_space
+from search_spaces.serialize import atomic_write_text
+from search_spaces.space import SearchSpace
+
+ACTIONS = ("build", "validate", "import", "export-layers", "info")
+
+
+@dataclass
+class LutConfig:
+    action: str = "build"
+    resolution: int = 224
+    num_classes: int = 1000
+    csv: str | None = None
+    fit_specs: int = 8
+    specs: int = 30
+    rounds: int = 5
+    seed: int = 0
+    progress: bool = True
+
+
+@dataclass
+class _Job:
+    """Everything an action needs, resolved from the config."""
+
+    options: LutConfig
+    latency: LatencyConfig
+    space: SearchSpace
+    protocol: LatencyProtocol
+    path: Path  # the table file
+    run_dir: Path
+
+
+def run(cfg: DictConfig) -> None:
+    latency = typed(cfg.latency, LatencyConfig, "latency")
+    space_cfg = typed(cfg.space, SpaceConfig, "space")
+    options = typed({k: v for k, v in cfg.items() if k not in ("latency", "space")}, LutConfig, "lut")
+    if options.action not in ACTIONS:
+        raise ConfigError(f"lut.action: {options.action!r} is not one of {', '.join(ACTIONS)}")
+    for name in ("specs", "rounds"):
+        if getattr(options, name) < 1:
+            raise ConfigError(f"lut.{name}: must be >= 1, got {getattr(options, name)}")
+    job = _Job(
+        options=options,
+        latency=latency,
+        space=build_space(space_cfg, num_classes=options.num_classes, resolution=options.resolution),
+        protocol=latency.protocol(options.resolution),
+        path=latency.table_path(options.resolution),
+        run_dir=Path(HydraConfig.get().runtime.output_dir),
+    )
+    {"build": _build, "validate": _validate, "import": _import, "export-layers": _export, "info": _info}[
+        options.action
+    ](job)
+
+
+def _build(job: _Job) -> None:
+    table = LatencyTable.open(job.path, job.protocol, create=True)
+    start = time.perf_counter()
+    measured = table.build(job.space.layers(), progress=job.options.progress)
+    print(
+        f"measured {measured} layers in {time.perf_counter() - start:.1f} s; {len(table)} rows in {job.path}"
+    )
+    _fit(job, table)
+    _print_table(table, job.space)
+
+
+def _validate(job: _Job) -> None:
+    table = LatencyTable.open(job.path, job.protocol, create=True)
+    if not table.fit.fitted:
+        _fit(job, table)
+    exclude = space_fit_specs(job.space, job.options.fit_specs, seed=job.options.seed)
+    specs = sample_specs(job.space, job.options.specs, seed=job.options.seed, exclude=exclude)
+    report = validate_table(table, specs, rounds=job.options.rounds, progress=job.options.progress)
+    report_path = atomic_write_text(
+        job.run_dir / "report.json", json.dumps(report.to_dict(), indent=1) + "\n"
+    )
+    plot = plot_validation(report, job.run_dir / "validation.png")
+    print(
+        f"validation of {job.path}: {report.summary()}\nprotocol: {job.protocol.describe()}\n"
+        f"fit: scale {table.fit.scale:.3f}, overhead {table.fit.overhead_ms:.3f} ms\n"
+        f"report: {report_path}\nplot: {plot}"
+    )
+
+
+def _import(job: _Job) -> None:
+    if not job.options.csv:
+        raise ConfigError("lut.csv: action=import needs csv=<file> (the measured layers)")
+    summary = import_csv(job.options.csv, job.path, job.protocol)
+    overhead = "none" if summary.overhead_ms is None else f"{summary.overhead_ms} ms"
+    print(
+        f"imported {summary.rows} rows into {summary.table} ({summary.skipped} rows without latency "
+        f"skipped; overhead {overhead})"
+    )
+    _print_table(LatencyTable.read(job.path), job.space)
+
+
+def _export(job: _Job) -> None:
+    out = Path(job.options.csv) if job.options.csv else job.run_dir / "layers.csv"
+    layers = list(job.space.layers())
+    export_layers_csv(layers, out, job.protocol)
+    print(
+        f"wrote {len(layers)} layer configurations of the space to {out}\n"
+        f"protocol: {job.protocol.describe()}\nmeasure each on the device, fill in latency_ms, then: "
+        f"mobilenas lut action=import csv={out} latency.device={job.protocol.device}"
+    )
+
+
+def _info(job: _Job) -> None:
+    if not job.path.exists():
+        raise ConfigError(f"latency.table: no table at {job.path}; build or import one")
+    table = LatencyTable.read(job.path)
+    _print_table(table, job.space)
+    if table.protocol != job.protocol:
+        print(
+            f"note: the configured protocol differs ({'; '.join(table.protocol.differences(job.protocol))}; "
+            "table vs configured): opening the table for it is refused"
+        )
+
+
+def _fit(job: _Job, table: LatencyTable) -> None:
+    specs = space_fit_specs(job.space, job.options.fit_specs, seed=job.options.seed)
+    if not specs:
+        return
+    start = time.perf_counter()
+    fit = table.fit_overhead(specs, rounds=job.latency.fit_rounds, progress=job.options.progress)
+    print(
+        f"fitted on {fit.n_specs} networks in {time.perf_counter() - start:.1f} s: predicted = "
+        f"{fit.scale:.3f} x sum of layers + {fit.overhead_ms:.3f} ms (rmse {fit.rmse_ms or 0:.3f} ms)"
+    )
+
+
+def _print_table(table: LatencyTable, space: SearchSpace) -> None:
+    layers = list(space.layers())
+    covered = sum(layer in table for layer in layers)
+    fit = table.fit
+    rmse = f", rmse {fit.rmse_ms:.3f} ms" if fit.rmse_ms is not None else ""
+    print(
+        f"table {table.path}: {len(table)} rows; covers {covered} of the space's {len(layers)} layers\n"
+        f"protocol: {table.protocol.describe()}\n"
+        f"fit: scale {fit.scale:.3f}, overhead {fit.overhead_ms:.3f} ms, {fit.n_specs} networks{rmse}"
+    )

@@ -1,0 +1,135 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from evaluators.latency import (
+    LatencyError,
+    LatencyProtocol,
+    LatencyTable,
+    OverheadFit,
+    ProtocolMismatchError,
+    TableFileError,
+    fit_scale_overhead,
+)
+from search_spaces.reference import reference_spec
+
+FAST = {"resolution": 32, "warmup": 1, "runs": 3}
+
+
+@pytest.fixture(scope="module")
+def specs():
+    return [
+        reference_spec("mobilenet_v3_small", width_mult=w, num_classes=10, resolution=32) for w in (0.5, 0.75)
+    ]
+
+
+@pytest.fixture(scope="module")
+def protocol():
+    return LatencyProtocol(**FAST)
+
+
+@pytest.fixture
+def built(tmp_path, specs, protocol):
+    """A table file holding the rows of the first spec."""
+    path = tmp_path / "table.json"
+    LatencyTable.open(path, protocol).predict_ms(specs[0])
+    return path
+
+
+def test_missing_rows_are_measured_on_demand_and_persisted_atomically(tmp_path, specs, protocol):
+    path = tmp_path / "table.json"
+    table = LatencyTable.open(path, protocol)
+    assert len(table) == 0 and not path.exists()
+    predicted = table.predict_ms(specs[0])
+    keys = {layer.key for layer in specs[0].layers()}
+    assert set(table.rows) == keys
+    assert predicted == pytest.approx(sum(table.rows[layer.key] for layer in specs[0].layers()))  # plain sum
+    assert [p.name for p in tmp_path.iterdir()] == ["table.json"]  # no temporary file left behind
+    reopened = LatencyTable.open(path, protocol, create=False)
+    assert set(reopened.rows) == keys and reopened.protocol == protocol
+    assert reopened.predict_ms(specs[0]) == pytest.approx(predicted)
+    reopened.predict_ms(specs[1])  # adds the second spec's rows
+    assert set(json.loads(path.read_text())["rows"]) == keys | {layer.key for layer in specs[1].layers()}
+
+
+def test_another_protocol_or_machine_is_refused(built, protocol):
+    with pytest.raises(
+        ProtocolMismatchError, match=r"another protocol \(threads: 1 vs 2; table vs requested\)"
+    ):
+        LatencyTable.open(built, protocol.replace(threads=2))
+    data = json.loads(built.read_text())
+    data["protocol"]["fingerprint"]["host"] = "AMD EPYC 9654 x192"
+    built.write_text(json.dumps(data))
+    with pytest.raises(
+        ProtocolMismatchError, match=r"fingerprint: AMD EPYC 9654 x192, torch .* vs .*never used"
+    ):
+        LatencyTable.open(built, protocol)
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda text: text[: len(text) // 2], r"truncated or corrupt \(.* at line \d+, column \d+\); delete"),
+        (lambda text: "", "the latency table file is empty"),
+        (lambda text: json.dumps({"format": "something else"}), "not a mobilenas latency table"),
+        (lambda text: text.replace('"version": 1', '"version": 7'), "version 7 is not supported"),
+        (lambda text: text.replace('"threads": 1', '"threads": -1'), r"bad header: latency.threads: must be"),
+        (
+            lambda text: text.replace(': {\n  "block', ': {\n  "bogus": 1.0,\n  "block'),
+            "'bogus' is not a layer key",
+        ),
+    ],
+)
+def test_corrupt_or_truncated_tables_are_refused(built, protocol, damage, message):
+    built.write_text(damage(built.read_text()))
+    with pytest.raises(TableFileError, match=message):
+        LatencyTable.open(built, protocol)
+
+
+def test_bad_row_values_and_missing_files(built, protocol, tmp_path):
+    data = json.loads(built.read_text())
+    key = next(iter(data["rows"]))
+    data["rows"][key] = -0.5
+    built.write_text(json.dumps(data))
+    with pytest.raises(TableFileError, match=r"latency must be a finite number of ms >= 0, got -0.5"):
+        LatencyTable.open(built, protocol)
+    with pytest.raises(TableFileError, match="no latency table there; build one"):
+        LatencyTable.open(tmp_path / "absent.json", protocol, create=False)
+
+
+def test_prediction_resolution_must_match(built, protocol):
+    table = LatencyTable.open(built, protocol)
+    with pytest.raises(LatencyError, match=r"resolution 64 differs from the table's resolution 32"):
+        table.predict_ms(reference_spec("mobilenet_v3_small", num_classes=10, resolution=64))
+
+
+def test_overhead_is_fitted_stored_and_applied(built, protocol, specs):
+    table = LatencyTable.open(built, protocol)
+    fit = table.fit_overhead(specs, rounds=1)
+    assert fit.n_specs == 2 and fit.scale == 1.0  # two networks: the overhead only
+    reopened = LatencyTable.open(built, protocol)
+    assert reopened.fit == fit
+    expected = sum(reopened.rows[layer.key] for layer in specs[0].layers()) + fit.overhead_ms
+    assert reopened.predict_ms(specs[0]) == pytest.approx(expected)
+
+
+def test_least_squares_fit_is_exact_on_linear_data():
+    fit = fit_scale_overhead([1.0, 2.0, 4.0], [2.5, 4.5, 8.5])
+    assert fit.scale == pytest.approx(2.0) and fit.overhead_ms == pytest.approx(0.5)
+    assert fit.rmse_ms == pytest.approx(0.0, abs=1e-9) and fit.n_specs == 3
+    few = fit_scale_overhead([1.0, 2.0], [1.5, 2.7])
+    assert few.scale == 1.0 and few.overhead_ms == pytest.approx(0.6)
+    with pytest.raises(LatencyError, match="fit.scale: must be > 0"):
+        OverheadFit(scale=0.0)
+
+
+def test_rows_saved_by_another_process_are_merged_not_lost(built, protocol, specs):
+    first, second = LatencyTable.open(built, protocol), LatencyTable.open(built, protocol)
+    first.add_rows({"block:r8:c16:ir_k3_e16_c16_s1_re": 0.25})
+    second.add_rows({"block:r8:c16:ir_k5_e16_c16_s1_re": 0.5})
+    rows = LatencyTable.open(built, protocol).rows
+    assert (
+        rows["block:r8:c16:ir_k3_e16_c16_s1_re"] == 0.25 and rows["block:r8:c16:ir_k5_e16_c16_s1_re"] == 0.5
+    )
