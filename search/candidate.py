@@ -118,10 +118,10 @@ class CandidateObjective:
             started = time.perf_counter()
             result = self.accuracy.evaluate(spec, report=self._reporter(trial))
             trial.set_user_attr("eval_seconds", round(time.perf_counter() - started, 3))
-            status = getattr(result, "status", "ok")
+            status = result.status
             trial.set_user_attr("status", status)
             accuracy = float(result.accuracy)
-            if status != "ok" or not math.isfinite(accuracy):
+            if status != "completed" or not math.isfinite(accuracy):
                 raise CandidateFailed(f"trial {trial.number}: evaluation ended with status {status!r}")
         trial.set_user_attr("accuracy", accuracy)
         trial.set_user_attr("reward", self.objective.reward(accuracy, latency_ms))

@@ -25,7 +25,7 @@ from search_spaces.spec import ArchSpec
 class SurrogateResult:
     accuracy: float
     seconds: float
-    status: str = "ok"
+    status: str = "completed"
 
 
 class SurrogateAccuracy:

@@ -83,9 +83,11 @@ def optimize(study: optuna.Study, components: Components, cfg: StudyConfig, *, p
 
 
 def _worker(factory: ComponentsFactory, cfg: StudyConfig, url: str, index: int) -> None:
+    import os
+
     import torch
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // cfg.workers))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     components = factory()
     study = open_study(cfg, components.objective, url, worker=index)

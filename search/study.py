@@ -84,8 +84,10 @@ def make_sampler(cfg: StudyConfig, objective: Objective, *, seed: int) -> optuna
     if kind == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed,
                                              population_size=max(4, min(50, cfg.n_trials // 4)))
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=cfg.n_startup_trials,
-                                      multivariate=True, group=True)
+    with warnings.catch_warnings():  # multivariate/group TPE is "experimental" in Optuna
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=cfg.n_startup_trials,
+                                          multivariate=True, group=True)
 
 
 def make_pruner(cfg: StudyConfig, objective: Objective) -> optuna.pruners.BasePruner:

@@ -1,0 +1,141 @@
+"""``mobilenas search``: the main job. A latency-constrained search with Optuna, then (by
+default) NetAdapt refinement of the winner and its export."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, replace
+from functools import partial
+from pathlib import Path
+
+import optuna
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from search.components import SearchSettings, build_components, with_fixed_target
+from search.config import ConfigError, typed
+from search.results import ranking_table
+from search.runner import Components, SearchReport, run_search, write_results
+from search.study import StudyConfig, open_study, storage_url
+
+log = logging.getLogger("mobilenas.search")
+
+
+@dataclass
+class ResultsConfig:
+    top_k: int = 10
+    reference_points: bool = True  # evaluate V3-Large/Small once and mark them on the plot
+
+
+REFINE_TARGETS = ("netadapt", "search")
+
+
+@dataclass
+class PipelineConfig:
+    refine: bool = True  # NetAdapt on the winner (netadapt group)
+    refine_target: str = "netadapt"  # netadapt: the netadapt group's target | search: the search's target
+    export: bool = True  # export the final network
+
+
+def settings_from(cfg: DictConfig) -> tuple[SearchSettings, StudyConfig, ResultsConfig, PipelineConfig]:
+    from evaluators.accuracy import ProxyConfig
+    from evaluators.data import DataConfig
+    from evaluators.latency import LatencyConfig
+    from evaluators.training import TrainConfig
+    from search.objectives import ObjectiveConfig
+    from search_spaces.config import SpaceConfig
+
+    study = typed(cfg.study, StudyConfig, "study")
+    results = typed(cfg.get("results"), ResultsConfig, "results")
+    settings = SearchSettings(
+        space=typed(cfg.space, SpaceConfig, "space"),
+        data=typed(cfg.data, DataConfig, "data"),
+        trainer=typed(cfg.trainer, TrainConfig, "trainer"),
+        proxy=typed(cfg.proxy, ProxyConfig, "proxy"),
+        latency=typed(cfg.latency, LatencyConfig, "latency"),
+        objective=typed(cfg.objective, ObjectiveConfig, "objective"),
+        seed=study.seed,
+        reference_points=results.reference_points,
+    )
+    pipeline = PipelineConfig(refine=bool(cfg.get("refine", True)), export=bool(cfg.get("export", True)),
+                              refine_target=str(cfg.get("refine_target", "netadapt")))
+    if pipeline.refine_target not in REFINE_TARGETS:
+        raise ConfigError(f"refine_target: {pipeline.refine_target!r} is not one of {', '.join(REFINE_TARGETS)}")
+    return settings, study, results, pipeline
+
+
+def pin_target(components: Components, settings: SearchSettings, study_cfg: StudyConfig,
+               url: str) -> SearchSettings:
+    """Resolve the latency target once and keep it in the study, so that workers and reruns of
+    the same study search against the same number; ``components`` gets the pinned objective."""
+    study = open_study(study_cfg, components.objective, url)
+    target = study.user_attrs.get("target_ms")
+    if target is None:
+        target = components.objective.target_ms
+        study.set_user_attr("target_ms", target)
+        study.set_user_attr("seed_spec", str(components.space.seed))
+    elif abs(components.objective.target_ms - target) > 1e-9:
+        log.warning("study %s keeps its target %.4f ms (this run resolved %.4f ms); use a new "
+                    "study.name to change it", study_cfg.name, target, components.objective.target_ms)
+    components.objective = replace(components.objective, target_ms=target)
+    return with_fixed_target(settings, target)
+
+
+def prepare_latency_table(components: Components) -> None:
+    """Measure every layer the space can produce before the search starts (seconds at 32x32,
+    minutes at 224x224, once per machine): workers then share one complete table instead of
+    racing to add rows, and every candidate's latency comes from the same measurements."""
+    table = getattr(components.latency, "table", None)
+    if table is None or not table.protocol.measurable:
+        return
+    missing = table.missing(list(components.space.layers()))
+    if missing:
+        print(f"latency table {table.path}: measuring {len(missing)} layers of the space")
+        table.build(missing, progress=True)
+
+
+def print_report(report: SearchReport, run_dir: Path, url: str, top_k: int) -> None:
+    print(f"\nbest candidates (of {len(report.found)} evaluated):")
+    best = sorted(report.found, key=lambda c: c.reward, reverse=True)[:top_k]
+    print(ranking_table(best, top_k=top_k))
+    if report.winner is not None:
+        w = report.winner
+        print(f"\nwinner: trial {w.number}, accuracy {w.accuracy:.4f}, latency {w.latency_ms:.3f} ms "
+              f"({'meets' if w.feasible else 'MISSES'} the target), {w.madds / 1e6:.1f} M MAdds, "
+              f"{w.params / 1e6:.2f} M params\n  {w.spec}")
+    print(f"\nresults in {run_dir}:")
+    for name, path in report.files.items():
+        print(f"  {name:<8} {path}")
+    dashboard = url[len("journal:///"):] if url.startswith("journal:///") else url
+    print(f"  study    {url}\n  dashboard: pip install optuna-dashboard && optuna-dashboard {dashboard}")
+
+
+def run(cfg: DictConfig) -> None:
+    settings, study_cfg, results_cfg, pipeline = settings_from(cfg)
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    url = storage_url(study_cfg, run_dir)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // study_cfg.workers))  # the cores, shared by workers
+    components = build_components(settings)
+    prepare_latency_table(components)
+    settings = pin_target(components, settings, study_cfg, url)
+    space, objective = components.space, components.objective
+    print(f"search space: {len(space.stages)} stages around {settings.space.seed}, "
+          f"{space.size():.3e} architectures; seed latency {components.latency(space.seed):.3f} ms, "
+          f"target {objective.target_ms:.3f} ms ({objective.mode} objective)")
+    # the search shows one progress bar; the proxy trainings' own log lines would drown it
+    logging.getLogger("evaluators.training").setLevel(logging.WARNING)
+    study = run_search(partial(build_components, settings), study_cfg, url, components=components)
+    logging.getLogger("evaluators.training").setLevel(logging.NOTSET)
+    report = write_results(study, components, run_dir, top_k=results_cfg.top_k,
+                           with_references=results_cfg.reference_points)
+    print_report(report, run_dir, url, results_cfg.top_k)
+    if report.winner is None:
+        return
+    if pipeline.refine or pipeline.export:
+        from search.pipeline import refine_and_export
+
+        refine_and_export(cfg, settings, components, report, run_dir, refine_winner=pipeline.refine,
+                          export=pipeline.export, to_search_target=pipeline.refine_target == "search")

@@ -1,0 +1,50 @@
+"""From typed settings to the pieces a search worker needs (space, objective, evaluators).
+
+``SearchSettings`` is plain and picklable, so worker processes rebuild the same components."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from evaluators.accuracy import ProxyConfig, accuracy_evaluator
+from evaluators.data import DataConfig
+from evaluators.latency import LatencyConfig, latency_evaluator
+from evaluators.training import TrainConfig
+from search.objectives import Objective, ObjectiveConfig
+from search.runner import Components
+from search_spaces.config import SpaceConfig, build_space
+from search_spaces.reference import REFERENCES, reference_spec
+
+
+@dataclass
+class SearchSettings:
+    space: SpaceConfig = field(default_factory=SpaceConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    trainer: TrainConfig = field(default_factory=TrainConfig)
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
+    latency: LatencyConfig = field(default_factory=LatencyConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    seed: int = 0
+    reference_points: bool = True
+
+
+def build_components(settings: SearchSettings) -> Components:
+    """Load the data once, open the latency evaluator, resolve the latency target."""
+    accuracy = accuracy_evaluator(settings.proxy, settings.data, settings.trainer, seed=settings.seed)
+    num_classes = accuracy.num_classes
+    resolution = settings.proxy.resolution or settings.data.resolution
+    space = build_space(settings.space, num_classes=num_classes, resolution=resolution)
+    latency = latency_evaluator(settings.latency, resolution)
+    seed_latency = latency(space.seed) if settings.objective.target_ms is None else 0.0
+    objective = Objective.from_config(settings.objective, seed_latency_ms=seed_latency)
+    references = {}
+    if settings.reference_points:
+        references = {name: reference_spec(name, num_classes=num_classes, resolution=resolution)
+                      for name in REFERENCES}
+    return Components(space=space, objective=objective, accuracy=accuracy, latency=latency,
+                      references=references)
+
+
+def with_fixed_target(settings: SearchSettings, target_ms: float) -> SearchSettings:
+    """The same settings with the latency target pinned in ms (workers and resumes share it)."""
+    return replace(settings, objective=replace(settings.objective, target_ms=target_ms))
