@@ -1,0 +1,43 @@
+"""Typed configuration of the accuracy proxy (the schema behind ``conf/proxy/*.yaml``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from search_spaces.errors import MobilenasError
+
+KINDS = ("train", "naswot", "synflow")
+
+
+class ProxyError(MobilenasError, ValueError):
+    """A proxy option is invalid."""
+
+
+@dataclass
+class ProxyConfig:
+    """``kind``: ``train`` (short proxy training, reports to the pruner), ``naswot`` or
+    ``synflow`` (training-free ranking scores). Budget, subsets and resolution override the
+    trainer's and the data's settings for the proxy only."""
+
+    kind: str = "train"
+    steps: int | None = 300  # proxy training budget in optimizer steps ...
+    epochs: int | None = None  # ... or in epochs (when steps is null)
+    train_subset: int | None = 2000  # images; null: the whole training split
+    val_subset: int | None = 500
+    resolution: int | None = None  # null: the data's resolution
+    reports: int = 4  # intermediate validations reported to the pruner
+    batch_size: int = 64  # training-free scores: images per score
+
+    def validate(self) -> None:
+        if self.kind not in KINDS:
+            raise ProxyError(f"proxy.kind: {self.kind!r} is unknown; allowed: {', '.join(KINDS)}")
+        if self.kind == "train" and self.steps is None and self.epochs is None:
+            raise ProxyError("proxy.steps / proxy.epochs: the train proxy needs a budget; set one of them")
+        for key in ("steps", "epochs", "train_subset", "val_subset", "resolution"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise ProxyError(f"proxy.{key}: must be a positive number or null, got {value}")
+        if self.reports < 1:
+            raise ProxyError(f"proxy.reports: must be >= 1, got {self.reports}")
+        if self.batch_size < 2:
+            raise ProxyError(f"proxy.batch_size: must be >= 2, got {self.batch_size}")

@@ -1,0 +1,36 @@
+"""``accuracy_evaluator``: the one evaluator a search builds (data loaded once) and calls per trial."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from evaluators.accuracy.base import SpecEvaluator
+from evaluators.accuracy.config import ProxyConfig
+from evaluators.accuracy.proxy import ProxyTrainEvaluator
+from evaluators.accuracy.zero_cost import NaswotEvaluator, SynflowEvaluator
+from evaluators.data import DataConfig, DatasetSplits, load_dataset
+from evaluators.training import TrainConfig
+
+
+def proxy_data_config(proxy: ProxyConfig, data: DataConfig) -> DataConfig:
+    """The data config with the proxy's subsets and resolution applied."""
+    changes = {k: getattr(proxy, k) for k in ("train_subset", "val_subset", "resolution")
+               if getattr(proxy, k) is not None}
+    return replace(data, **changes)
+
+
+def accuracy_evaluator(proxy: ProxyConfig, data: DataConfig, trainer: TrainConfig, *, seed: int = 0,
+                       splits: DatasetSplits | None = None) -> SpecEvaluator:
+    """An evaluator with ``name``, ``unit`` and ``evaluate(spec, report=None) -> AccuracyResult``.
+
+    The data is loaded here, once (pass ``splits`` to reuse data already loaded with the proxy's
+    subsets). ``seed`` fixes the initialization and the training stream of every candidate."""
+    proxy.validate()
+    trainer.validate()
+    splits = splits if splits is not None else load_dataset(proxy_data_config(proxy, data))
+    if proxy.kind == "naswot":
+        return NaswotEvaluator(splits, batch_size=proxy.batch_size, seed=seed)
+    if proxy.kind == "synflow":
+        return SynflowEvaluator(splits, batch_size=proxy.batch_size, seed=seed)
+    budget = {"steps": proxy.steps} if proxy.steps is not None else {"steps": None, "epochs": proxy.epochs}
+    return ProxyTrainEvaluator(splits, trainer.replace(**budget), reports=proxy.reports, seed=seed)

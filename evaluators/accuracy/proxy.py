@@ -1,0 +1,39 @@
+"""Proxy training: a short fixed budget on a data subset, reporting to a pruner as it goes."""
+
+from __future__ import annotations
+
+import time
+
+from torch import nn
+
+from evaluators.accuracy.base import AccuracyResult, Report, SpecEvaluator
+from evaluators.data import DatasetSplits
+from evaluators.training import TrainConfig, budget_steps, fit
+
+
+class ProxyTrainEvaluator(SpecEvaluator):
+    """Train each candidate from the same seed for ``trainer.steps`` (or epochs) and return its
+    validation top-1 (fraction in [0, 1]; 0.0 with status ``diverged`` when the loss became
+    NaN/inf). ``report(step, val_top1)`` is called at ``reports`` evenly spaced validations;
+    anything it raises (``optuna.TrialPruned``) propagates."""
+
+    name = "proxy_train"
+    unit = "top-1"
+
+    def __init__(self, data: DatasetSplits, trainer: TrainConfig, *, reports: int = 4, seed: int = 0) -> None:
+        super().__init__(num_classes=data.num_classes, in_channels=data.in_channels, seed=seed)
+        steps_per_epoch = len(data.loader("train", trainer.batch_size, train=True))
+        total = budget_steps(trainer, steps_per_epoch)
+        self.data = data
+        self.trainer = trainer.replace(seed=seed, eval_every=max(1, total // reports), progress=False)
+        self.total_steps = total
+
+    def evaluate_model(self, model: nn.Module, report: Report | None = None) -> AccuracyResult:
+        """Fine-tune an existing module (e.g. with inherited weights) with the proxy budget."""
+        started = time.perf_counter()
+        on_eval = (lambda step, result: report(step, result.top1)) if report is not None else None
+        result = fit(model, self.data, self.trainer, eval_split="val", on_eval=on_eval)
+        details = {"top5": result.top5, "loss": result.loss, "steps": result.steps, "message": result.message,
+                   "history": result.history}
+        return AccuracyResult(result.top1 if result.ok else 0.0, time.perf_counter() - started, result.status,
+                              details)

@@ -1,0 +1,114 @@
+"""``load_dataset``: any configured set as train / validation / test splits held in memory."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import torch
+
+from evaluators.data.arrays import ImageArrays, resolve_count, split
+from evaluators.data.config import DataConfig, DataError
+from evaluators.data.loader import Augment, BatchLoader
+
+log = logging.getLogger(__name__)
+SPLITS = ("train", "val", "test")
+_STATS_SAMPLE = 5000  # images used to measure mean and std
+
+
+@dataclass(frozen=True)
+class DatasetSplits:
+    """Three splits of one set and how to turn them into batches.
+
+    The validation split is held out of the training set with ``DataConfig.split_seed``; a
+    search looks at ``val`` only, never at ``test``. Images keep their stored size and channels;
+    :meth:`loader` resizes to ``resolution`` and converts to ``in_channels``.
+    """
+
+    train: ImageArrays
+    val: ImageArrays
+    test: ImageArrays
+    num_classes: int
+    resolution: int
+    in_channels: int
+    name: str
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    augment: Augment | None = None
+    details: dict[str, object] = field(default_factory=dict)
+
+    def split(self, name: str) -> ImageArrays:
+        if name not in SPLITS:
+            raise DataError(f"split {name!r} is unknown; allowed: {', '.join(SPLITS)}")
+        return getattr(self, name)
+
+    def loader(self, split: str, batch_size: int, *, train: bool = False, seed: int = 0,
+               device: str | torch.device = "cpu", resolution: int | None = None) -> BatchLoader:
+        """Batches of ``split``; ``train=True`` shuffles, augments and drops a partial last batch."""
+        return BatchLoader(
+            self.split(split), batch_size=batch_size, resolution=resolution or self.resolution,
+            mean=self.mean, std=self.std, channels=self.in_channels, shuffle=train,
+            augment=self.augment if train else None, drop_last=train, seed=seed, device=device,
+        )
+
+    def summary(self) -> dict[str, object]:
+        """Plain facts for logs and metrics files."""
+        return {"name": self.name, "num_classes": self.num_classes, "resolution": self.resolution,
+                "in_channels": self.in_channels, "train": len(self.train), "val": len(self.val),
+                "test": len(self.test), **self.details}
+
+
+def _load_raw(cfg: DataConfig) -> tuple[ImageArrays, ImageArrays | None, int]:
+    if cfg.name == "synthetic":
+        from evaluators.data.synthetic import synthetic_arrays
+
+        test_count = round(cfg.test_size * cfg.train_size) if cfg.test_size < 1 else int(cfg.test_size)
+        common = {"num_classes": cfg.num_classes, "resolution": cfg.resolution, "seed": cfg.seed}
+        return (synthetic_arrays(cfg.train_size, split="train", **common),
+                synthetic_arrays(test_count, split="test", **common), cfg.num_classes)
+    assert cfg.root is not None
+    if cfg.name in ("cifar10", "cifar100"):
+        from evaluators.data.cifar import load_cifar
+
+        return load_cifar(cfg.root, cfg.name)
+    if cfg.name in ("mnist", "fashion_mnist", "kmnist"):
+        from evaluators.data.idx import load_idx
+
+        return load_idx(cfg.root)
+    from evaluators.data.folder import load_folder
+
+    return load_folder(cfg.root, cfg.resolution, cfg.channels)
+
+
+def channel_stats(images: torch.Tensor, channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std (0..1 scale) of up to 5,000 images, after channel conversion."""
+    sample = images[:_STATS_SAMPLE]
+    identity = BatchLoader(ImageArrays(sample, torch.zeros(len(sample), dtype=torch.int64)),
+                           batch_size=len(sample), resolution=sample.shape[-1], mean=(0.0,) * channels,
+                           std=(1.0,) * channels, channels=channels)
+    x = identity.prepare(sample)
+    std = x.std(dim=(0, 2, 3)).clamp_min(1e-3)
+    return tuple(x.mean(dim=(0, 2, 3)).tolist()), tuple(std.tolist())
+
+
+def load_dataset(cfg: DataConfig) -> DatasetSplits:
+    """Load (or generate) ``cfg``'s set and split it; :class:`DataError` for bad paths or fields."""
+    cfg.validate()
+    train, test, num_classes = _load_raw(cfg)
+    if test is None:  # a folder without its own test split
+        train, test = split(train, resolve_count(cfg.test_size, len(train)), cfg.split_seed + 1)
+    train, val = split(train, resolve_count(cfg.val_size, len(train)), cfg.split_seed)
+    if len(train) == 0:
+        raise DataError(f"data.val_size: {cfg.val_size} leaves no training images")
+    train, val, test = train.head(cfg.train_subset), val.head(cfg.val_subset), test.head(cfg.test_subset)
+    if cfg.mean is not None and cfg.std is not None:
+        mean, std = tuple(cfg.mean), tuple(cfg.std)
+    else:
+        mean, std = channel_stats(train.images, cfg.channels)
+        mean, std = tuple(cfg.mean or mean), tuple(cfg.std or std)
+    augment = Augment(cfg.crop_padding, cfg.flip) if cfg.augment else None
+    splits = DatasetSplits(train, val, test, num_classes, cfg.resolution, cfg.channels, cfg.name,
+                           mean, std, augment, {"root": cfg.root} if cfg.root else {"seed": cfg.seed})
+    log.info("data %s: %d train / %d val / %d test images, %d classes, %dx%d", cfg.name, len(train),
+             len(val), len(test), num_classes, cfg.resolution, cfg.resolution)
+    return splits

@@ -1,0 +1,59 @@
+"""Atomic files: checkpoints (``torch.save``, loaded with ``weights_only=True``) and safetensors."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+
+from evaluators.training.config import TrainError
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None]) -> Path:
+    """Call ``write(temp_path)`` on a temporary file beside ``path``, then rename it onto ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    try:
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make every run file private
+        write(tmp)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_checkpoint(state: dict[str, Any], path: str | os.PathLike[str]) -> Path:
+    """Save a dict of tensors and plain values; a kill during the save leaves the old file intact."""
+    return atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Load a checkpoint without running pickled code (``weights_only=True``), on the CPU."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure means a bad file
+        raise TrainError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from None
+    if not isinstance(state, dict) or "step" not in state or "model" not in state:
+        raise TrainError(f"{path}: not a mobilenas training checkpoint (no 'step' or 'model')")
+    return state
+
+
+def save_weights(model: torch.nn.Module, path: str | os.PathLike[str],
+                 metadata: dict[str, str] | None = None) -> Path:
+    """The model's state dict (buffers included) as safetensors, atomically."""
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))

@@ -1,0 +1,260 @@
+"""``fit``: train any ``nn.Module`` on a :class:`DatasetSplits`, resumable, never raising on NaN.
+
+The module is trained in place (NetAdapt passes networks with inherited weights). One run is a
+fixed number of optimizer steps; the learning rate, the batch order and the augmentation of
+every step depend only on the config, the seed and the step, and checkpoints hold the weights,
+optimizer, scaler, EMA, RNG states and history, so a run killed and resumed from its checkpoint
+ends with exactly the weights of an uninterrupted run (same device and thread count).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from evaluators.data import DatasetSplits
+from evaluators.training.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
+from evaluators.training.config import RESUMABLE_CHANGES, TrainConfig, TrainError
+from evaluators.training.metrics import EvalResult, autocast_context, evaluate, recalibrate_batchnorm
+from evaluators.training.optim import (
+    make_ema,
+    make_optimizer,
+    resolve_amp,
+    resolve_device,
+    set_batchnorm_momentum,
+)
+from evaluators.training.schedule import lr_at
+
+log = logging.getLogger(__name__)
+CHECKPOINT_FORMAT = 1
+COMPLETED, DIVERGED = "completed", "diverged"
+
+EvalCallback = Callable[[int, EvalResult], None]
+
+
+@dataclass
+class TrainResult:
+    """The outcome of :func:`fit`.
+
+    ``status`` is ``completed`` or ``diverged`` (a NaN/inf loss stopped the run: ``top1`` and
+    ``top5`` are then 0.0 and ``loss`` NaN, and the module's weights are not usable).
+    Accuracies are fractions in [0, 1], measured on the evaluation split with the final weights
+    (the EMA weights when EMA is on)."""
+
+    status: str
+    top1: float
+    top5: float
+    loss: float
+    steps: int
+    total_steps: int
+    epochs: float
+    seconds: float
+    history: list[dict[str, float]] = field(default_factory=list)
+    message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == COMPLETED
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def budget_steps(cfg: TrainConfig, steps_per_epoch: int) -> int:
+    """Optimizer steps of a run: ``cfg.steps`` when set, else epochs x steps per epoch."""
+    return cfg.steps if cfg.steps is not None else cfg.epochs * steps_per_epoch
+
+
+class _Run:
+    """The mutable state of one :func:`fit` call (what a checkpoint holds)."""
+
+    def __init__(self, model: nn.Module, data: DatasetSplits, cfg: TrainConfig, eval_split: str) -> None:
+        self.model, self.data, self.cfg = model, data, cfg
+        self.device = resolve_device(cfg.device)
+        self.amp_dtype, use_scaler = resolve_amp(cfg.amp, self.device)
+        model.to(self.device)
+        self.train_loader = data.loader("train", cfg.batch_size, train=True, seed=cfg.seed,
+                                        device=self.device)
+        self.eval_loader = data.loader(eval_split, max(256, cfg.batch_size), device=self.device)
+        self.calibration_loader = data.loader("train", cfg.batch_size, device=self.device)
+        self.steps_per_epoch = len(self.train_loader)
+        self.total = budget_steps(cfg, self.steps_per_epoch)
+        set_batchnorm_momentum(model, cfg.bn_momentum)
+        self.optimizer = make_optimizer(model, cfg)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+        self.ema = make_ema(model, cfg.ema_decay)
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        self.identity = {"eval_split": eval_split, "steps_per_epoch": self.steps_per_epoch,
+                         "data": {k: v for k, v in data.summary().items() if isinstance(v, (int, str))}}
+        self.step, self.seconds, self.loss_sum, self.loss_count = 0, 0.0, 0.0, 0
+        self.history: list[dict[str, float]] = []
+
+    @property
+    def final_model(self) -> nn.Module:
+        return self.ema.module if self.ema is not None else self.model
+
+    # --- checkpoints ------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        rng: dict[str, Any] = {"torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {
+            "format": CHECKPOINT_FORMAT, "step": self.step, "seconds": self.seconds,
+            "loss_sum": self.loss_sum, "loss_count": self.loss_count, "history": self.history,
+            "config": self.cfg.to_dict(), "identity": self.identity, "rng": rng,
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+        }
+
+    def restore(self, path: Path) -> None:
+        state = load_checkpoint(path)
+        saved = {k: v for k, v in state.get("config", {}).items() if k not in RESUMABLE_CHANGES}
+        now = {k: v for k, v in self.cfg.to_dict().items() if k not in RESUMABLE_CHANGES}
+        changed = sorted(k for k in now if saved.get(k) != now[k])
+        if changed:
+            shown = ", ".join(f"{k}={saved.get(k)!r} -> {now[k]!r}" for k in changed)
+            raise TrainError(f"{path}: the checkpoint was written with other training options ({shown}); "
+                             "resume with the same options or start a new run")
+        if state.get("identity") != self.identity:
+            raise TrainError(f"{path}: the checkpoint was written for other data or splits "
+                             f"({state.get('identity')} vs {self.identity})")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if self.device.type == "cuda" and "cuda" in state["rng"]:
+            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+        self.step, self.seconds = int(state["step"]), float(state["seconds"])
+        self.loss_sum, self.loss_count = float(state["loss_sum"]), int(state["loss_count"])
+        self.history = list(state["history"])
+        log.info("resumed from %s at step %d/%d", path, self.step, self.total)
+
+    # --- one step, one evaluation -----------------------------------------------------
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> float:
+        lr = lr_at(self.step, self.total, self.steps_per_epoch, self.cfg)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        with autocast_context(self.device, self.amp_dtype):
+            loss = self.criterion(self.model(images), labels)
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            return value
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.cfg.clip_grad_norm > 0:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_grad_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+        self.step += 1
+        self.loss_sum += value
+        self.loss_count += 1
+        return value
+
+    def evaluate(self, elapsed: float) -> EvalResult:
+        if self.cfg.bn_recalibrate > 0:
+            batches = itertools.islice(self.calibration_loader, self.cfg.bn_recalibrate)
+            recalibrate_batchnorm(self.final_model, batches, amp_dtype=self.amp_dtype)
+        result = evaluate(self.final_model, self.eval_loader, amp_dtype=self.amp_dtype)
+        train_loss = self.loss_sum / max(1, self.loss_count)
+        self.loss_sum, self.loss_count = 0.0, 0
+        lr = lr_at(max(0, self.step - 1), self.total, self.steps_per_epoch, self.cfg)
+        self.history.append({
+            "step": self.step, "epoch": round(self.step / self.steps_per_epoch, 4), "lr": lr,
+            "train_loss": train_loss, "val_loss": result.loss, "val_top1": result.top1,
+            "val_top5": result.top5, "seconds": round(elapsed, 3),
+        })
+        log.info("epoch %.2f step %d/%d lr %.4g train loss %.4f | %s top1 %.2f%% top5 %.2f%% loss %.4f "
+                 "| %.1fs", self.step / self.steps_per_epoch, self.step, self.total, lr, train_loss,
+                 self.identity["eval_split"], 100 * result.top1, 100 * result.top5, result.loss, elapsed)
+        return result
+
+    def due(self, every: int) -> bool:
+        if self.step >= self.total:
+            return True
+        return self.step % every == 0 if every > 0 else self.step % self.steps_per_epoch == 0
+
+
+def fit(model: nn.Module, data: DatasetSplits, cfg: TrainConfig, *, eval_split: str = "val",
+        checkpoint_dir: str | Path | None = None, resume: bool = False,
+        on_eval: EvalCallback | None = None) -> TrainResult:
+    """Train ``model`` in place on ``data.train`` and evaluate it on ``data.<eval_split>``.
+
+    Args:
+        model: any module mapping (N, C, R, R) images to (N, classes) logits; already built
+            (and possibly holding inherited weights). Moved to the configured device.
+        data: the splits, as from :func:`evaluators.data.load_dataset`.
+        cfg: budget, optimizer, schedule, precision, seed.
+        eval_split: ``val`` (the default; the search never looks at ``test``) or ``test``.
+        checkpoint_dir: where ``checkpoint.pt`` is written atomically every
+            ``cfg.checkpoint_every`` steps (0: each epoch) and at the end; None: no checkpoints.
+        resume: continue from ``checkpoint_dir/checkpoint.pt`` when it exists; the options that
+            change the result must equal the checkpoint's (:class:`TrainError` otherwise).
+        on_eval: called as ``on_eval(step, EvalResult)`` at every evaluation, after the
+            checkpoint of that step is written; exceptions it raises (e.g. ``optuna.TrialPruned``)
+            propagate to the caller.
+
+    Returns:
+        A :class:`TrainResult`; a NaN/inf loss ends the run with status ``diverged`` instead of
+        raising. With EMA on, the EMA weights are copied into ``model`` at the end.
+    """
+    cfg.validate()
+    run = _Run(model, data, cfg, eval_split)
+    path = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir is not None else None
+    if resume and path is not None and path.is_file():
+        run.restore(path)
+    else:
+        torch.manual_seed(cfg.seed)
+    model.train()
+    started = time.perf_counter() - run.seconds
+    bar = tqdm(total=run.total, initial=run.step, desc="train", unit="step", disable=not cfg.progress,
+               dynamic_ncols=True, leave=False)
+    status, message = COMPLETED, ""
+    try:
+        while run.step < run.total and status == COMPLETED:
+            epoch, start = divmod(run.step, run.steps_per_epoch)
+            for images, labels in run.train_loader.batches(epoch, start):
+                loss = run.train_step(images, labels)
+                if not math.isfinite(loss):
+                    status = DIVERGED
+                    message = f"loss is {loss} at step {run.step + 1}; training stopped"
+                    log.warning("%s", message)
+                    break
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+                evaluated = run.evaluate(time.perf_counter() - started) if run.due(cfg.eval_every) else None
+                if path is not None and run.due(cfg.checkpoint_every):
+                    run.seconds = time.perf_counter() - started
+                    save_checkpoint(run.state(), path)
+                if evaluated is not None and on_eval is not None:
+                    on_eval(run.step, evaluated)
+                if run.step >= run.total:
+                    break
+    finally:
+        bar.close()
+    run.seconds = time.perf_counter() - started
+    if status == DIVERGED:
+        return TrainResult(DIVERGED, 0.0, 0.0, math.nan, run.step, run.total,
+                           run.step / run.steps_per_epoch, run.seconds, run.history, message)
+    if not run.history or run.history[-1]["step"] != run.step:
+        run.evaluate(run.seconds)  # a run resumed after its last step, or with nothing evaluated
+    if run.ema is not None:
+        model.load_state_dict(run.ema.module.state_dict())
+    last = run.history[-1]
+    return TrainResult(COMPLETED, last["val_top1"], last["val_top5"], last["val_loss"], run.step, run.total,
+                       run.step / run.steps_per_epoch, run.seconds, run.history)
