@@ -70,10 +70,10 @@ def _figures(cfg: DictConfig, run_dir: Path) -> None:
 
 
 def _train(cfg: DictConfig, run_dir: Path, reference: str) -> None:
-    from search.commands.train import train_spec
+    from search.commands import train as train_command
 
-    arch = cfg.get("arch") or reference
-    train_spec(cfg, arch=arch, run_dir=run_dir)
+    node = OmegaConf.create({"arch": cfg.get("arch") or reference, "data": cfg.data, "trainer": cfg.trainer})
+    train_command.run_training(train_command.prepare_job(node))  # writes into this run dir
 
 
 def _search(cfg: DictConfig, run_dir: Path, reference: str) -> None:
