@@ -25,6 +25,7 @@ from evaluators.data import DataConfig, load_dataset
 from evaluators.training import TrainConfig
 from search_spaces.reference import reference_spec
 from search_spaces.space import SearchSpace
+from search_spaces.space import sample_specs as space_sample_specs
 from search_spaces.spec import ArchSpec
 from search_spaces.table import format_table
 
@@ -33,13 +34,7 @@ FASHION = Path(__file__).resolve().parents[2] / "shared" / "data" / "fashion-mni
 
 def sample_specs(n: int, seed: int, resolution: int) -> list[ArchSpec]:
     space = SearchSpace(reference_spec("mobilenet_v3_small", num_classes=10, resolution=resolution))
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
-    specs = []
-    for _ in range(n):
-        trial = study.ask()
-        specs.append(space.sample(trial))
-        study.tell(trial, 0.0)
-    return specs
+    return space_sample_specs(space, n, seed=seed)
 
 
 def correlate(name: str, data_cfg: DataConfig, specs: list[ArchSpec], args: argparse.Namespace) -> None:

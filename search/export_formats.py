@@ -7,8 +7,6 @@ difference between the saved artifact's outputs and the network's on a fixed ran
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +16,7 @@ import torch
 from torch import nn
 
 from search_spaces.errors import MobilenasError
+from search_spaces.serialize import atomic_write
 from search_spaces.spec import ArchSpec
 
 ONNX_EXPORTERS = ("auto", "legacy", "dynamo")
@@ -50,16 +49,8 @@ class OnnxInfo:
 
 
 def write_atomic(path: Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp)`` on a temporary path beside ``path``, then rename it to ``path``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """:func:`search_spaces.serialize.atomic_write` for writers that take a ``Path``."""
+    return atomic_write(path, lambda tmp: write(Path(tmp)))
 
 
 def check_input(spec: ArchSpec, batch: int = 2, *, seed: int = 0) -> torch.Tensor:

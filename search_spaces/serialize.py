@@ -6,6 +6,7 @@ import json
 import os
 import tempfile
 from dataclasses import asdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -81,24 +82,30 @@ def to_yaml(spec: ArchSpec) -> str:
     return yaml.safe_dump(to_dict(spec), sort_keys=False)
 
 
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
-    """Write to a temporary file beside ``path``, then rename: never a half-written file."""
+def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None]) -> Path:
+    """Call ``write(temp_path)`` on a temporary file beside ``path``, then rename it onto
+    ``path``: a crash never leaves a half-written file. The one atomic writer of the project."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
     try:
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make every saved spec private
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make every saved file private
+        write(tmp)
+        with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` to ``path`` atomically (see :func:`atomic_write`)."""
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def save_spec(spec: ArchSpec, path: str | os.PathLike[str]) -> Path:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,28 +10,9 @@ import torch
 from safetensors.torch import save_file
 
 from evaluators.training.config import TrainError
+from search_spaces.serialize import atomic_write  # noqa: F401  (re-exported: the trainer's callers use it)
 
 CHECKPOINT = "checkpoint.pt"
-
-
-def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None]) -> Path:
-    """Call ``write(temp_path)`` on a temporary file beside ``path``, then rename it onto ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make every run file private
-        write(tmp)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike[str]) -> Path:
