@@ -55,7 +55,8 @@ from hydra import initialize_config_dir
 from optuna._hypervolume import compute_hypervolume
 
 from search.cli import CONF_DIR
-from search.commands.search import pin_target, settings_from
+from search.commands.search import settings_from
+from search.components import pin_target
 from search.components import SearchSettings, build_components
 from search.results import Candidate, candidates, winner
 from search.runner import Components, run_search

@@ -4,16 +4,20 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field, replace
 
 from evaluators.accuracy import ProxyConfig, accuracy_evaluator
 from evaluators.data import DataConfig
-from evaluators.latency import LatencyConfig, latency_evaluator
+from evaluators.latency import LatencyConfig, MeasuredLatency, latency_evaluator
 from evaluators.training import TrainConfig
 from search.objectives import Objective, ObjectiveConfig
 from search.runner import Components
+from search.study import StudyConfig, open_study
 from search_spaces.config import SpaceConfig, build_space
 from search_spaces.reference import REFERENCES, reference_spec
+
+log = logging.getLogger("mobilenas.search")
 
 
 @dataclass
@@ -48,3 +52,30 @@ def build_components(settings: SearchSettings) -> Components:
 def with_fixed_target(settings: SearchSettings, target_ms: float) -> SearchSettings:
     """The same settings with the latency target pinned in ms (workers and resumes share it)."""
     return replace(settings, objective=replace(settings.objective, target_ms=target_ms))
+
+
+def pin_target(components: Components, settings: SearchSettings, study_cfg: StudyConfig,
+               url: str) -> SearchSettings:
+    """Resolve the latency target once and keep it in the study, so that workers and reruns of
+    the same study search against the same number; ``components`` gets the pinned objective.
+    With ``latency.mode=measure`` the drift-correction unit is kept the same way."""
+    study = open_study(study_cfg, components.objective, url)
+    target = study.user_attrs.get("target_ms")
+    if target is None:
+        target = components.objective.target_ms
+        study.set_user_attr("target_ms", target)
+        study.set_user_attr("seed_spec", str(components.space.seed))
+    elif abs(components.objective.target_ms - target) > 1e-9:
+        log.warning("study %s keeps its target %.4f ms (this run resolved %.4f ms); use a new "
+                    "study.name to change it", study_cfg.name, target, components.objective.target_ms)
+    components.objective = replace(components.objective, target_ms=target)
+    settings = with_fixed_target(settings, target)
+    if isinstance(components.latency, MeasuredLatency):  # one drift-correction unit for all trials
+        unit = study.user_attrs.get("latency_reference_ms")
+        if unit is None:
+            components.latency(components.space.seed)  # calibrates the unit (cached when measured)
+            unit = components.latency.reference_ms
+            study.set_user_attr("latency_reference_ms", unit)
+        components.latency.reference_ms = unit
+        settings = replace(settings, latency=replace(settings.latency, reference_ms=unit))
+    return settings

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -311,13 +311,30 @@ def _invert(name: str, value: int, choices: Sequence[float], forward: Any) -> fl
     raise NotInSpaceError(f"{name}: {value} channels, reachable {reachable}")
 
 
-def sample_specs(space: SearchSpace, n: int, *, seed: int = 0) -> list[ArchSpec]:
-    """``n`` specs drawn from ``space`` by Optuna's seeded RandomSampler (for validation,
-    benchmarks and tests); the same seed gives the same specs."""
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
-    specs = []
-    for _ in range(n):
-        trial = study.ask()
-        specs.append(space.sample(trial))
-        study.tell(trial, 0.0)
-    return specs
+def sample_specs(
+    space: SearchSpace, n: int, *, seed: int = 0, exclude: Iterable[ArchSpec] = ()
+) -> list[ArchSpec]:
+    """``n`` distinct specs drawn from ``space`` by Optuna's seeded ``RandomSampler``, none of
+    them in ``exclude`` (for validation, benchmarks and tests); the same seed gives the same
+    specs."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"number of specs must be an integer >= 0, got {n!r}")
+    excluded = set(exclude)
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+        found: dict[ArchSpec, None] = {}
+        for _ in range(50 * n + 50):
+            if len(found) == n:
+                break
+            trial = study.ask()
+            spec = space.sample(trial)
+            study.tell(trial, 0.0)
+            if spec not in excluded:
+                found[spec] = None
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    if len(found) < n:
+        raise NotInSpaceError(f"the space holds fewer than {n} distinct specs outside the excluded ones")
+    return list(found)

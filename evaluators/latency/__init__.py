@@ -22,7 +22,6 @@ from evaluators.latency.table import LatencyTable
 from evaluators.latency.validate import (
     ValidationReport,
     plot_validation,
-    sample_specs,
     space_fit_specs,
     validate_table,
 )
@@ -55,7 +54,6 @@ __all__ = [
     "plot_validation",
     "read_latency_csv",
     "reference_fit_specs",
-    "sample_specs",
     "space_fit_specs",
     "validate_table",
 ]

@@ -28,11 +28,13 @@ class LatencyConfig:
     runs: int = 30
     statistic: str = "median"  # median | min | mean
     timer: str = "wall"  # wall | thread_cpu
+    drift_correction: str = "auto"  # reference | none | auto (reference on cpu, else none)
     mode: str = "lut"  # lut: predicted by a lookup table | measure: every spec timed end to end
     table: str | None = None  # table file; null: <tables_dir>/<device>-t<threads>-b<batch>-r<res>.json
     tables_dir: str = "tables"
     auto_fit: bool = True  # fit a table's overhead on the V3 references when it has none
     fit_rounds: int = 3  # interleaved rounds when timing networks for the fit
+    reference_ms: float | None = None  # mode=measure: drift-correction unit; null: calibrated (tables keep their own)
 
     def protocol(self, resolution: int) -> LatencyProtocol:
         return LatencyProtocol(
@@ -45,6 +47,7 @@ class LatencyConfig:
             runs=self.runs,
             statistic=self.statistic,
             timer=self.timer,
+            drift_correction=self.drift_correction,
         )
 
     def table_path(self, resolution: int) -> Path:
@@ -55,13 +58,16 @@ class LatencyConfig:
 
 
 def default_table_name(protocol: LatencyProtocol) -> str:
-    """``<device>-t<threads>-b<batch>-r<resolution>[-cl][-cputime].json``."""
+    """``<device>-t<threads>-b<batch>-r<resolution>[-cl][-cputime][-nodrift].json``
+    (``-nodrift``: a CPU table without drift correction)."""
     device = re.sub(r"[^A-Za-z0-9._+-]", "", protocol.device)
     name = f"{device}-t{protocol.threads}-b{protocol.batch_size}-r{protocol.resolution}"
     if protocol.memory_format == "channels_last":
         name += "-cl"
     if protocol.timer == "thread_cpu":
         name += "-cputime"
+    if protocol.device == "cpu" and protocol.drift_correction == "none":
+        name += "-nodrift"
     return name + ".json"
 
 
@@ -77,6 +83,6 @@ def latency_evaluator(cfg: LatencyConfig, resolution: int) -> LutLatency | Measu
         raise ProtocolError(f"latency.fit_rounds: must be an integer >= 1, got {cfg.fit_rounds!r}")
     protocol = cfg.protocol(resolution)
     if cfg.mode == "measure":
-        return MeasuredLatency(protocol)
+        return MeasuredLatency(protocol, reference_ms=cfg.reference_ms)
     table = LatencyTable.open(cfg.table_path(resolution), protocol, create=True)
     return LutLatency(table, auto_fit=cfg.auto_fit, fit_rounds=cfg.fit_rounds)

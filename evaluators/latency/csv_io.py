@@ -13,7 +13,8 @@ One row per layer configuration. Columns (header names, any order):
 ``latency_ms``      the measured latency in ms; empty in an export, empty rows are skipped
 ``device`` ...      protocol columns: ``device``, ``threads``, ``batch_size``,
                     ``input_resolution`` (the network's input), ``memory_format``,
-                    ``warmup``, ``runs``, ``statistic``, ``timer``
+                    ``warmup``, ``runs``, ``statistic``, ``timer``,
+                    ``drift_correction`` (``none`` for devices measured elsewhere)
 ==================  ===================================================================
 
 Protocol columns are optional on import; where present they must agree with the protocol
@@ -55,6 +56,7 @@ PROTOCOL_COLUMNS = {
     "runs": "runs",
     "statistic": "statistic",
     "timer": "timer",
+    "drift_correction": "drift_correction",
 }
 COLUMNS = ("key", *FIELD_COLUMNS, "input_shape", LATENCY_COLUMN, *PROTOCOL_COLUMNS)
 

@@ -66,21 +66,27 @@ class LutLatency:
 
 
 class MeasuredLatency:
-    """Latency measured end to end for every new spec (cached per spec)."""
+    """Latency measured end to end for every new spec (cached per spec).
+
+    ``reference_ms``: the drift-correction unit; None calibrates one at the first measurement
+    (pass it to other processes so that their figures are comparable)."""
 
     name = "latency"
     unit = "ms"
     backend = "measure"
 
-    def __init__(self, protocol: LatencyProtocol) -> None:
+    def __init__(self, protocol: LatencyProtocol, *, reference_ms: float | None = None) -> None:
         check_measurable(protocol)
         self.protocol = protocol
+        self.reference_ms = reference_ms
         self._cache: dict[ArchSpec, float] = {}
 
     def __call__(self, spec: ArchSpec) -> float:
         ms = self._cache.get(spec)
         if ms is None:
-            ms = self._cache[spec] = measure_latency(spec, self.protocol).ms
+            result = measure_latency(spec, self.protocol, reference_ms=self.reference_ms)
+            self.reference_ms = result.reference_ms
+            ms = self._cache[spec] = result.ms
         return ms
 
     def describe(self) -> str:

@@ -13,6 +13,11 @@ to the next. Steady state without page faults is also what deployment runtimes w
 preallocated arenas see. The setting stays for the rest of the process (putting glibc's
 defaults back would switch off its adaptive threshold); the process keeps its peak heap.
 
+With ``drift_correction=reference`` (the CPU default) every group of runs is bracketed by
+timings of a fixed reference workload and scaled by the machine's speed at that moment (see
+:mod:`evaluators.latency.drift`): the figure is the latency at full speed, in milliseconds of
+the calibrated reference (``reference_ms``, per process or passed in by a lookup table).
+
 Several targets can be measured in interleaved rounds (``rounds > 1``): every target gets its
 runs spread over the rounds, so a burst of load from other processes hits all of them alike
 instead of ruining one.
@@ -27,7 +32,7 @@ import math
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -36,6 +41,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from evaluators.latency.drift import calibrated_reference_ms, corrected_runs, speed_reference
 from evaluators.latency.errors import LatencyError
 from evaluators.latency.protocol import LatencyProtocol, local_fingerprint
 from search_spaces.builder import build_layer, build_model, init_weights
@@ -56,11 +62,14 @@ class LatencyResult:
     iqr_ms: float  # 75th minus 25th percentile of the runs
     n: int  # timed runs
     protocol: LatencyProtocol
+    reference_ms: float | None = None  # the drift-correction unit, when the protocol corrects
 
     def __str__(self) -> str:
         median = "" if self.protocol.statistic == "median" else f"; median {self.median_ms:.3f} ms"
+        drift = "" if self.reference_ms is None else f", drift-corrected (reference {self.reference_ms:.3f} ms)"
         return (
-            f"{self.ms:.3f} ms ({self.protocol.statistic} of {self.n} runs{median}, IQR {self.iqr_ms:.3f} ms)"
+            f"{self.ms:.3f} ms ({self.protocol.statistic} of {self.n} runs{median}, "
+            f"IQR {self.iqr_ms:.3f} ms{drift})"
         )
 
 
@@ -80,14 +89,20 @@ def check_measurable(protocol: LatencyProtocol) -> None:
 
 
 def measure_latency(
-    target: Target, protocol: LatencyProtocol | None = None, *, input_shape: tuple[int, ...] | None = None
+    target: Target,
+    protocol: LatencyProtocol | None = None,
+    *,
+    input_shape: tuple[int, ...] | None = None,
+    reference_ms: float | None = None,
 ) -> LatencyResult:
     """Latency of a spec (whole network), a :class:`Layer` (built alone, with its real input
     shape) or a module (input ``input_shape``, default ``(batch, 3, resolution, resolution)``).
 
     A spec's resolution must equal the protocol's. Modules are copied, never changed.
     """
-    return measure_many([target], protocol or LatencyProtocol(), input_shape=input_shape)[0]
+    return measure_many(
+        [target], protocol or LatencyProtocol(), input_shape=input_shape, reference_ms=reference_ms
+    )[0]
 
 
 def measure_many(
@@ -98,32 +113,43 @@ def measure_many(
     input_shape: tuple[int, ...] | None = None,
     progress: bool = False,
     desc: str = "measuring",
+    reference_ms: float | None = None,
 ) -> list[LatencyResult]:
     """Measure each target; with ``rounds > 1`` the runs are interleaved across targets.
 
     Each target gets ``protocol.warmup`` untimed runs before its first round and one before
-    each later round, and at least ``protocol.runs`` timed runs in all.
+    each later round, and at least ``protocol.runs`` timed runs in all. ``reference_ms``: the
+    drift-correction unit to use (a table passes its own); by default calibrated once per
+    process. Ignored when the protocol does not correct drift.
     """
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
         raise LatencyError(f"rounds must be an integer >= 1, got {rounds!r}")
+    if reference_ms is not None and not (isinstance(reference_ms, float | int) and reference_ms > 0):
+        raise LatencyError(f"reference_ms must be a positive number of ms, got {reference_ms!r}")
     check_measurable(protocol)
     per_round = math.ceil(protocol.runs / rounds)
     samples: list[list[float]] = [[] for _ in targets]
     with _settings(protocol):
+        if protocol.drift_correction == "reference":
+            reference_ms = reference_ms or calibrated_reference_ms(
+                protocol.threads, protocol.timer, _clock(protocol)
+            )
+        else:
+            reference_ms = None
         if rounds == 1:  # build one target at a time: tables measure thousands of layers
             for i, target in enumerate(tqdm(targets, desc=desc, disable=not progress, leave=False)):
                 module, x = _prepare(target, protocol, input_shape)
-                samples[i] = _timed_runs(module, x, protocol.warmup, per_round, protocol)
+                samples[i] = _timed_runs(module, x, protocol.warmup, per_round, protocol, reference_ms)
         else:
             prepared = [_prepare(t, protocol, input_shape) for t in targets]
             bar = tqdm(total=rounds * len(targets), desc=desc, disable=not progress, leave=False)
             for r in range(rounds):
                 for i, (module, x) in enumerate(prepared):
                     warmup = protocol.warmup if r == 0 else min(1, protocol.warmup)
-                    samples[i] += _timed_runs(module, x, warmup, per_round, protocol)
+                    samples[i] += _timed_runs(module, x, warmup, per_round, protocol, reference_ms)
                     bar.update()
             bar.close()
-    return [_summarize(s, protocol) for s in samples]
+    return [_summarize(s, protocol, reference_ms) for s in samples]
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
@@ -202,10 +228,20 @@ def _prepare(
     return module, x
 
 
+def _clock(protocol: LatencyProtocol) -> Callable[[], int]:
+    return time.thread_time_ns if protocol.timer == "thread_cpu" else time.perf_counter_ns
+
+
 def _timed_runs(
-    module: nn.Module, x: torch.Tensor, warmup: int, runs: int, protocol: LatencyProtocol
+    module: nn.Module,
+    x: torch.Tensor,
+    warmup: int,
+    runs: int,
+    protocol: LatencyProtocol,
+    reference_ms: float | None = None,
 ) -> list[float]:
-    """Milliseconds of each of ``runs`` calls, after ``warmup`` untimed calls."""
+    """Milliseconds of each of ``runs`` calls, after ``warmup`` untimed calls; drift-corrected
+    to ``reference_ms`` when given."""
     for _ in range(warmup):
         module(x)
     if protocol.device.startswith("cuda"):
@@ -219,16 +255,20 @@ def _timed_runs(
             end.synchronize()
             times.append(start.elapsed_time(end))
         return times
-    clock = time.thread_time_ns if protocol.timer == "thread_cpu" else time.perf_counter_ns
-    times = []
-    for _ in range(runs):
-        t0 = clock()
+    clock = _clock(protocol)
+
+    def run() -> float:
+        start = clock()
         module(x)
-        times.append((clock() - t0) / 1e6)
-    return times
+        return (clock() - start) / 1e6
+
+    if reference_ms is None:
+        return [run() for _ in range(runs)]
+    reference = speed_reference()
+    return corrected_runs(run, lambda: reference.time_ms(clock), runs, reference_ms, estimate_ms=run())
 
 
-def _summarize(samples: list[float], protocol: LatencyProtocol) -> LatencyResult:
+def _summarize(samples: list[float], protocol: LatencyProtocol, reference_ms: float | None) -> LatencyResult:
     runs = np.asarray(samples, dtype=float)
     statistic = {"median": np.median, "min": np.min, "mean": np.mean}[protocol.statistic]
     q25, q50, q75 = np.percentile(runs, [25, 50, 75])
@@ -238,4 +278,5 @@ def _summarize(samples: list[float], protocol: LatencyProtocol) -> LatencyResult
         iqr_ms=float(q75 - q25),
         n=len(runs),
         protocol=protocol,
+        reference_ms=reference_ms,
     )

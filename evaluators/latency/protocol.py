@@ -26,6 +26,7 @@ DEVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 MEMORY_FORMATS = ("contiguous", "channels_last")
 STATISTICS = ("median", "min", "mean")
 TIMERS = ("wall", "thread_cpu")
+DRIFT_CORRECTIONS = ("reference", "none")
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,9 @@ class LatencyProtocol:
     untimed runs come first; ``statistic`` summarizes ``runs`` timed runs. ``timer``:
     ``wall`` (wall clock; CUDA events on GPUs) or ``thread_cpu`` (the CPU time of the
     measuring thread: robust on a busy shared machine, CPU with 1 thread only).
+    ``drift_correction``: ``reference`` scales every run by the speed of a fixed reference
+    workload timed next to it (CPU only; see :mod:`evaluators.latency.drift`), ``none`` takes
+    the runs as they are; ``auto`` (the default) is ``reference`` on ``cpu``, else ``none``.
     """
 
     device: str = "cpu"
@@ -120,6 +124,7 @@ class LatencyProtocol:
     runs: int = 30
     statistic: str = "median"
     timer: str = "wall"
+    drift_correction: str = "auto"
     fingerprint: Fingerprint | None = None
 
     def __post_init__(self) -> None:
@@ -138,6 +143,14 @@ class LatencyProtocol:
         _check_int("runs", self.runs, 1)
         _check_choice("statistic", self.statistic, STATISTICS)
         _check_choice("timer", self.timer, TIMERS)
+        if self.drift_correction == "auto":
+            object.__setattr__(self, "drift_correction", "reference" if self.device == "cpu" else "none")
+        _check_choice("drift_correction", self.drift_correction, (*DRIFT_CORRECTIONS, "auto"))
+        if self.drift_correction == "reference" and self.device != "cpu":
+            raise ProtocolError(
+                "latency.drift_correction: reference times a CPU workload next to each run; it "
+                f"needs device=cpu, got device={self.device} (use none or auto)"
+            )
         if self.timer == "thread_cpu" and (self.device != "cpu" or self.threads != 1):
             raise ProtocolError(
                 "latency.timer: thread_cpu measures one CPU thread; it needs device=cpu and "
@@ -168,8 +181,9 @@ class LatencyProtocol:
 
     def replace(self, **changes: Any) -> LatencyProtocol:
         data = {f.name: getattr(self, f.name) for f in fields(self)}
-        if "device" in changes and "fingerprint" not in changes:
+        if "device" in changes:  # what depends on the device is resolved again
             data["fingerprint"] = None
+            data["drift_correction"] = "auto"
         return LatencyProtocol(**{**data, **changes})
 
     def to_dict(self) -> dict[str, Any]:
@@ -205,10 +219,11 @@ class LatencyProtocol:
             "wall": "wall clock" if self.device == "cpu" or not self.local else "CUDA events",
             "thread_cpu": "thread CPU time",
         }[self.timer]
+        drift = ", drift-corrected" if self.drift_correction == "reference" else ""
         return (
             f"{self.device} [{self.fingerprint}], {threads}, batch {self.batch_size}, "
             f"{self.resolution}x{self.resolution}, {self.memory_format}, {self.warmup} warm-up, "
-            f"{self.runs} runs, {self.statistic}, {clock}"
+            f"{self.runs} runs, {self.statistic}, {clock}{drift}"
         )
 
 

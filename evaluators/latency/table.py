@@ -3,12 +3,17 @@ the protocol they were measured under, in one JSON file.
 
 The file::
 
-    {"format": "mobilenas.latency_table", "version": 1,
+    {"format": "mobilenas.latency_table", "version": 2,
      "protocol": {"device": "cpu", "threads": 1, ..., "fingerprint": {...}},
+     "reference_ms": 0.3121,
      "fit": {"scale": 1.25, "overhead_ms": 0.1, "n_specs": 8, "rmse_ms": 0.2},
      "rows": {"block:r56:c24:ir_k3_e72_c24_s1_re": 0.8123, ...}}
 
 A spec's predicted latency is ``fit.scale * sum(rows of its layers) + fit.overhead_ms``.
+``reference_ms`` is the drift-correction unit (see :mod:`evaluators.latency.drift`; null when
+the protocol does not correct drift): calibrated at the first measurement and then used for
+every row and every network timed for the fit, whichever process measures them, so that the
+whole table shares one unit.
 Missing rows are measured on demand (on this machine only) and the file is rewritten
 atomically; rows written meanwhile by another process sharing the file are merged, not lost.
 A table is opened for one protocol; any difference, the machine's fingerprint included, or a
@@ -23,7 +28,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -39,7 +44,7 @@ from evaluators.latency.errors import (
 )
 from evaluators.latency.fit import OverheadFit, fit_scale_overhead
 from evaluators.latency.keys import KEY
-from evaluators.latency.measure import measure_many
+from evaluators.latency.measure import LatencyResult, measure_many
 from evaluators.latency.protocol import LatencyProtocol
 from search_spaces.serialize import atomic_write_text
 from search_spaces.spec import ArchSpec, Layer
@@ -47,8 +52,8 @@ from search_spaces.spec import ArchSpec, Layer
 log = logging.getLogger(__name__)
 
 FORMAT = "mobilenas.latency_table"
-VERSION = 1
-_FIELDS = ("format", "version", "protocol", "fit", "rows")
+VERSION = 2  # 2: drift correction (reference_ms)
+_FIELDS = ("format", "version", "protocol", "reference_ms", "fit", "rows")
 _CHUNK = 32  # layers measured between progress updates and periodic saves
 
 
@@ -66,9 +71,11 @@ class LatencyTable:
         *,
         rows: Mapping[str, float] | None = None,
         fit: OverheadFit | None = None,
+        reference_ms: float | None = None,
     ) -> None:
         self.path = Path(path)
         self._protocol = protocol
+        self._reference_ms = reference_ms
         self._rows: dict[str, float] = dict(rows or {})
         self._fit = fit or OverheadFit()
         self._layer_ms: dict[Layer, float] = {}
@@ -112,8 +119,8 @@ class LatencyTable:
     def read(cls, path: str | os.PathLike[str]) -> LatencyTable:
         """The table at ``path`` with the protocol stored in it (for inspection and merging)."""
         path = Path(path)
-        protocol, fit, rows = _parse(path)
-        table = cls(path, protocol, rows=rows, fit=fit)
+        protocol, reference_ms, fit, rows = _parse(path)
+        table = cls(path, protocol, rows=rows, fit=fit, reference_ms=reference_ms)
         table._stamp = _file_stamp(path)
         return table
 
@@ -125,6 +132,11 @@ class LatencyTable:
     @property
     def fit(self) -> OverheadFit:
         return self._fit
+
+    @property
+    def reference_ms(self) -> float | None:
+        """The drift-correction unit of the rows (None: not corrected, or nothing measured yet)."""
+        return self._reference_ms
 
     @property
     def rows(self) -> Mapping[str, float]:
@@ -205,7 +217,7 @@ class LatencyTable:
             with self._lock:
                 for start in range(0, len(missing), _CHUNK):
                     chunk = missing[start : start + _CHUNK]
-                    for layer, result in zip(chunk, measure_many(chunk, self._protocol), strict=True):
+                    for layer, result in zip(chunk, self.measure(chunk), strict=True):
                         self._rows[layer.key] = self._layer_ms[layer] = round(result.ms, 5)
                     done += len(chunk)
                     bar.update(len(chunk))
@@ -254,12 +266,19 @@ class LatencyTable:
         for spec in specs:
             self._check_resolution(spec)
         self.build([layer for spec in specs for layer in spec.layers()], progress=progress)
-        measured = measure_many(
-            specs, self._protocol, rounds=rounds, progress=progress, desc="timing networks"
-        )
+        measured = self.measure(specs, rounds=rounds, progress=progress, desc="timing networks")
         fit = fit_scale_overhead([self.sum_ms(s) for s in specs], [r.ms for r in measured])
         self.set_fit(fit)
         return fit
+
+    def measure(self, targets: Sequence[Layer | ArchSpec], **options: Any) -> list[LatencyResult]:
+        """``measure_many`` in the table's drift-correction unit (adopting the calibrated one
+        at the first measurement)."""
+        with self._lock:
+            results = measure_many(targets, self._protocol, reference_ms=self._reference_ms, **options)
+            if results and self._reference_ms is None:
+                self._reference_ms = results[0].reference_ms
+        return results
 
     # --- changing and saving ----------------------------------------------------------
     def set_fit(self, fit: OverheadFit, *, save: bool = True) -> None:
@@ -284,6 +303,7 @@ class LatencyTable:
             "format": FORMAT,
             "version": VERSION,
             "protocol": self._protocol.to_dict(),
+            "reference_ms": self._reference_ms,
             "fit": self._fit.to_dict(),
             "rows": dict(sorted(self._rows.items())),
         }
@@ -299,8 +319,14 @@ class LatencyTable:
                         f"{self.path}: the file now holds a table for another protocol "
                         f"({diffs}; file vs this table); not overwriting it"
                     )
+                # rows measured in another unit convert exactly: a row is time x reference_ms / speed
+                if self._reference_ms is None:
+                    self._reference_ms = other.reference_ms
+                to_ours = 1.0
+                if self._reference_ms and other.reference_ms:
+                    to_ours = self._reference_ms / other.reference_ms
                 for key, ms in other._rows.items():
-                    self._rows.setdefault(key, ms)
+                    self._rows.setdefault(key, round(ms * to_ours, 5))
                 if not self._fit.fitted and other.fit.fitted:
                     self.set_fit(other.fit, save=False)
             atomic_write_text(self.path, json.dumps(self.to_dict(), indent=1) + "\n")
@@ -329,7 +355,7 @@ def _check_row(key: Any, ms: Any, where: str) -> float:
     return float(ms)
 
 
-def _parse(path: Path) -> tuple[LatencyProtocol, OverheadFit, dict[str, float]]:
+def _parse(path: Path) -> tuple[LatencyProtocol, float | None, OverheadFit, dict[str, float]]:
     """Read and check a table file; every problem raises :class:`TableFileError` naming it."""
     advice = f"delete {path} to measure a new table, or restore it"
     try:
@@ -348,8 +374,11 @@ def _parse(path: Path) -> tuple[LatencyProtocol, OverheadFit, dict[str, float]]:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise TableFileError(f"{path}: not a mobilenas latency table (its 'format' is not {FORMAT!r})")
     if data.get("version") != VERSION:
+        older = isinstance(data.get("version"), int) and data["version"] < VERSION
         raise TableFileError(
             f"{path}: latency table version {data.get('version')!r} is not supported; expected {VERSION}"
+            + (f"; it was measured by an older mobilenas without drift correction: delete {path} to "
+               "measure a new table" if older else "")
         )
     if set(data) != set(_FIELDS):
         raise TableFileError(
@@ -361,10 +390,21 @@ def _parse(path: Path) -> tuple[LatencyProtocol, OverheadFit, dict[str, float]]:
         fit = OverheadFit.from_dict(data["fit"])
     except (ProtocolError, LatencyError) as err:
         raise TableFileError(f"{path}: bad header: {err}") from None
+    reference_ms = data["reference_ms"]
+    if reference_ms is not None and (
+        isinstance(reference_ms, bool) or not isinstance(reference_ms, int | float) or not reference_ms > 0
+        or not math.isfinite(reference_ms)
+    ):
+        raise TableFileError(f"{path}: 'reference_ms' must be a positive number of ms or null, got {reference_ms!r}")
+    if reference_ms is not None and protocol.drift_correction != "reference":
+        raise TableFileError(
+            f"{path}: 'reference_ms' is set but the protocol does not correct drift "
+            f"(drift_correction={protocol.drift_correction}); {advice}"
+        )
     if not isinstance(data["rows"], dict):
         raise TableFileError(f"{path}: 'rows' must map layer keys to milliseconds")
     try:
         rows = {key: _check_row(key, ms, "rows") for key, ms in data["rows"].items()}
     except TableFileError as err:
         raise TableFileError(f"{path}: {err}; {advice}") from None
-    return protocol, fit, rows
+    return protocol, reference_ms, fit, rows

@@ -9,50 +9,20 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import optuna
 from scipy.stats import spearmanr
 
 from evaluators.latency.errors import LatencyError
-from evaluators.latency.fit import OverheadFit, reference_fit_specs
-from evaluators.latency.measure import measure_many
+from evaluators.latency.fit import OverheadFit, fit_scale_overhead, reference_fit_specs
 from evaluators.latency.protocol import LatencyProtocol
 from evaluators.latency.table import LatencyTable
-from search_spaces.space import SearchSpace
+from search_spaces.space import SearchSpace, sample_specs
 from search_spaces.spec import ArchSpec
-
-
-def sample_specs(
-    space: SearchSpace, n: int, *, seed: int = 0, exclude: Iterable[ArchSpec] = ()
-) -> list[ArchSpec]:
-    """``n`` distinct specs drawn uniformly from ``space`` by a seeded Optuna ``RandomSampler``,
-    none of them in ``exclude``."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise LatencyError(f"number of specs must be an integer >= 0, got {n!r}")
-    excluded = set(exclude)
-    verbosity = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
-        found: dict[ArchSpec, None] = {}
-        for _ in range(50 * n + 50):
-            if len(found) == n:
-                break
-            trial = study.ask()
-            spec = space.sample(trial)
-            study.tell(trial, 0.0)
-            if spec not in excluded:
-                found[spec] = None
-    finally:
-        optuna.logging.set_verbosity(verbosity)
-    if len(found) < n:
-        raise LatencyError(f"the space holds fewer than {n} distinct specs outside the excluded ones")
-    return list(found)
 
 
 def space_fit_specs(space: SearchSpace, n: int, *, seed: int = 0) -> list[ArchSpec]:
@@ -72,7 +42,11 @@ def space_fit_specs(space: SearchSpace, n: int, *, seed: int = 0) -> list[ArchSp
 
 @dataclass(frozen=True)
 class ValidationReport:
-    """Predicted and measured latencies of ``specs`` (spec strings) under ``protocol``."""
+    """Predicted and measured latencies of ``specs`` (spec strings) under ``protocol``.
+
+    ``fit`` made ``predicted_ms``: the table's stored fit (``fit_source="table"``) or one
+    fitted on other networks timed in the same session as ``specs`` (``"session"``); then
+    ``table_predicted_ms`` holds the predictions with the stored fit as well."""
 
     protocol: LatencyProtocol
     fit: OverheadFit
@@ -81,6 +55,8 @@ class ValidationReport:
     measured_ms: tuple[float, ...]
     measured_iqr_ms: tuple[float, ...]
     seconds: float
+    fit_source: str = "table"
+    table_predicted_ms: tuple[float, ...] = ()
 
     @property
     def relative_errors(self) -> np.ndarray:
@@ -114,16 +90,24 @@ class ValidationReport:
             f"{min(self.measured_ms):.2f}-{max(self.measured_ms):.2f} ms"
         )
 
+    def table_fit_report(self) -> ValidationReport | None:
+        """The same comparison with the table's stored fit (None when that is what ``fit`` is)."""
+        if not self.table_predicted_ms:
+            return None
+        return replace(self, predicted_ms=self.table_predicted_ms, fit_source="table", table_predicted_ms=())
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "protocol": self.protocol.to_dict(),
             "fit": self.fit.to_dict(),
+            "fit_source": self.fit_source,
             "n": len(self.specs),
             "mape": self.mape,
             "within_10": self.within_10,
             "max_error": self.max_error,
             "spearman": self.spearman,
             "seconds": self.seconds,
+            **({"table_fit": self.table_fit_report().to_dict()} if self.table_predicted_ms else {}),
             "specs": [
                 {"spec": s, "predicted_ms": p, "measured_ms": m, "measured_iqr_ms": q}
                 for s, p, m, q in zip(
@@ -134,25 +118,44 @@ class ValidationReport:
 
 
 def validate_table(
-    table: LatencyTable, specs: Sequence[ArchSpec], *, rounds: int = 5, progress: bool = True
+    table: LatencyTable,
+    specs: Sequence[ArchSpec],
+    *,
+    fit_specs: Sequence[ArchSpec] = (),
+    rounds: int = 10,
+    progress: bool = True,
 ) -> ValidationReport:
     """Predict each spec from ``table`` (measuring missing rows), then measure each end to end
-    in ``rounds`` interleaved rounds, and compare."""
+    in ``rounds`` interleaved rounds, and compare.
+
+    With ``fit_specs`` (networks other than ``specs``), those are timed in the same interleaved
+    rounds and the scale and overhead are fitted on them: the comparison then tests the rows,
+    not how far the machine's speed has moved since the table's fit was measured (a few
+    percent over minutes on shared CPUs, even drift-corrected). The stored fit's figures are
+    kept in the report; the table is not changed."""
     specs = list(dict.fromkeys(specs))
     if not specs:
         raise LatencyError("validation needs at least one spec")
+    fit_specs = [s for s in dict.fromkeys(fit_specs) if s not in set(specs)]
     start = time.perf_counter()
-    table.build([layer for spec in specs for layer in spec.layers()], progress=progress)
-    predicted = [table.predict_ms(spec) for spec in specs]
-    measured = measure_many(specs, table.protocol, rounds=rounds, progress=progress, desc="timing networks")
+    table.build([layer for spec in [*specs, *fit_specs] for layer in spec.layers()], progress=progress)
+    stored = [table.predict_ms(spec) for spec in specs]
+    results = table.measure([*specs, *fit_specs], rounds=rounds, progress=progress, desc="timing networks")
+    measured, fit_measured = results[: len(specs)], results[len(specs) :]
+    fit, predicted, source = table.fit, stored, "table"
+    if fit_specs:
+        fit = fit_scale_overhead([table.sum_ms(s) for s in fit_specs], [r.ms for r in fit_measured])
+        predicted, source = [fit.apply(table.sum_ms(spec)) for spec in specs], "session"
     return ValidationReport(
         protocol=table.protocol,
-        fit=table.fit,
+        fit=fit,
         specs=tuple(str(s) for s in specs),
         predicted_ms=tuple(predicted),
         measured_ms=tuple(r.ms for r in measured),
         measured_iqr_ms=tuple(r.iqr_ms for r in measured),
         seconds=time.perf_counter() - start,
+        fit_source=source,
+        table_predicted_ms=tuple(stored) if fit_specs else (),
     )
 
 
@@ -188,7 +191,8 @@ def plot_validation(report: ValidationReport, path: str | os.PathLike[str]) -> P
     axes.set_title(
         f"{len(report.specs)} specs: MAPE {report.mape:.1%}, within 10% {report.within_10:.0%}, "
         f"Spearman {report.spearman:.3f}\n{p.device}, {p.threads} thread(s), batch {p.batch_size}, "
-        f"{p.resolution}x{p.resolution}, {p.statistic} of {p.runs}, {p.timer} timer",
+        f"{p.resolution}x{p.resolution}, {p.statistic} of {p.runs}, {p.timer} timer"
+        f"{', drift-corrected' if p.drift_correction == 'reference' else ''}, {report.fit_source} fit",
         fontsize=9,
     )
     axes.legend(loc="upper left", fontsize=8)

@@ -14,17 +14,17 @@ from evaluators.latency import (
     LatencyConfig,
     LatencyProtocol,
     LatencyTable,
+    ValidationReport,
     export_layers_csv,
     import_csv,
     plot_validation,
-    sample_specs,
     space_fit_specs,
     validate_table,
 )
 from search.config import ConfigError, typed
 from search_spaces.config import SpaceConfig, build_space
 from search_spaces.serialize import atomic_write_text
-from search_spaces.space import SearchSpace
+from search_spaces.space import SearchSpace, sample_specs
 
 ACTIONS = ("build", "validate", "import", "export-layers", "info")
 
@@ -37,7 +37,8 @@ class LutConfig:
     csv: str | None = None
     fit_specs: int = 8
     specs: int = 30
-    rounds: int = 5
+    rounds: int = 10
+    session_fit: bool = True
     seed: int = 0
     progress: bool = True
 
@@ -91,18 +92,28 @@ def _validate(job: _Job) -> None:
     table = LatencyTable.open(job.path, job.protocol, create=True)
     if not table.fit.fitted:
         _fit(job, table)
-    exclude = space_fit_specs(job.space, job.options.fit_specs, seed=job.options.seed)
-    specs = sample_specs(job.space, job.options.specs, seed=job.options.seed, exclude=exclude)
-    report = validate_table(table, specs, rounds=job.options.rounds, progress=job.options.progress)
+    fitting = space_fit_specs(job.space, job.options.fit_specs, seed=job.options.seed)
+    specs = sample_specs(job.space, job.options.specs, seed=job.options.seed, exclude=fitting)
+    report = validate_table(
+        table, specs, fit_specs=fitting if job.options.session_fit else (), rounds=job.options.rounds,
+        progress=job.options.progress,
+    )
     report_path = atomic_write_text(
         job.run_dir / "report.json", json.dumps(report.to_dict(), indent=1) + "\n"
     )
     plot = plot_validation(report, job.run_dir / "validation.png")
-    print(
-        f"validation of {job.path}: {report.summary()}\nprotocol: {job.protocol.describe()}\n"
-        f"fit: scale {table.fit.scale:.3f}, overhead {table.fit.overhead_ms:.3f} ms\n"
-        f"report: {report_path}\nplot: {plot}"
-    )
+    print(f"validation of {job.path}: {report.summary()}\nprotocol: {job.protocol.describe()}")
+    print(_fit_line(report))
+    stored = report.table_fit_report()
+    if stored is not None:
+        print(f"with the table's stored fit instead: {stored.summary()}\n{_fit_line(stored)}")
+    print(f"report: {report_path}\nplot: {plot}")
+
+
+def _fit_line(report: ValidationReport) -> str:
+    source = {"table": "the table's stored fit", "session": "fitted on other networks timed alongside"}
+    fit = report.fit
+    return f"fit: scale {fit.scale:.3f}, overhead {fit.overhead_ms:.3f} ms ({source[report.fit_source]})"
 
 
 def _import(job: _Job) -> None:
@@ -160,5 +171,6 @@ def _print_table(table: LatencyTable, space: SearchSpace) -> None:
     print(
         f"table {table.path}: {len(table)} rows; covers {covered} of the space's {len(layers)} layers\n"
         f"protocol: {table.protocol.describe()}\n"
-        f"fit: scale {fit.scale:.3f}, overhead {fit.overhead_ms:.3f} ms, {fit.n_specs} networks{rmse}"
+        + (f"drift unit: reference workload {table.reference_ms:.4f} ms\n" if table.reference_ms else "")
+        + f"fit: scale {fit.scale:.3f}, overhead {fit.overhead_ms:.3f} ms, {fit.n_specs} networks{rmse}"
     )

@@ -33,12 +33,15 @@ def run(cfg: DictConfig) -> None:
         resolution=options.resolution,
     )
     protocol = latency.protocol(spec.resolution)
-    result = measure_many([spec], protocol, rounds=options.rounds)[0]
-    print(f"{options.arch}: {result}")
-    print(f"protocol: {protocol.describe()}")
-    if options.predict:
+    table, predicted = None, 0.0
+    if options.predict:  # first, so that the measurement is in the table's drift-correction unit
         table = latency_evaluator(replace(latency, mode="lut"), spec.resolution)
         predicted = table(spec)
+    unit = table.table.reference_ms if table is not None else None
+    result = measure_many([spec], protocol, rounds=options.rounds, reference_ms=unit)[0]
+    print(f"{options.arch}: {result}")
+    print(f"protocol: {protocol.describe()}")
+    if table is not None:
         print(
             f"lookup table: {predicted:.3f} ms ({(predicted - result.ms) / result.ms:+.1%} vs measured; "
             f"{table.describe()})"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -14,13 +14,11 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from search.components import SearchSettings, build_components, with_fixed_target
+from search.components import SearchSettings, build_components, pin_target
 from search.config import ConfigError, typed
 from search.results import ranking_table
 from search.runner import Components, SearchReport, run_search, write_results
-from search.study import StudyConfig, open_study, storage_url
-
-log = logging.getLogger("mobilenas.search")
+from search.study import StudyConfig, storage_url
 
 
 @dataclass
@@ -64,23 +62,6 @@ def settings_from(cfg: DictConfig) -> tuple[SearchSettings, StudyConfig, Results
     if pipeline.refine_target not in REFINE_TARGETS:
         raise ConfigError(f"refine_target: {pipeline.refine_target!r} is not one of {', '.join(REFINE_TARGETS)}")
     return settings, study, results, pipeline
-
-
-def pin_target(components: Components, settings: SearchSettings, study_cfg: StudyConfig,
-               url: str) -> SearchSettings:
-    """Resolve the latency target once and keep it in the study, so that workers and reruns of
-    the same study search against the same number; ``components`` gets the pinned objective."""
-    study = open_study(study_cfg, components.objective, url)
-    target = study.user_attrs.get("target_ms")
-    if target is None:
-        target = components.objective.target_ms
-        study.set_user_attr("target_ms", target)
-        study.set_user_attr("seed_spec", str(components.space.seed))
-    elif abs(components.objective.target_ms - target) > 1e-9:
-        log.warning("study %s keeps its target %.4f ms (this run resolved %.4f ms); use a new "
-                    "study.name to change it", study_cfg.name, target, components.objective.target_ms)
-    components.objective = replace(components.objective, target_ms=target)
-    return with_fixed_target(settings, target)
 
 
 def prepare_latency_table(components: Components) -> None:

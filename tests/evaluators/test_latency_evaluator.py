@@ -56,6 +56,10 @@ def test_measure_mode_and_bad_config(tmp_path, spec):
     evaluator = latency_evaluator(LatencyConfig(mode="measure", warmup=1, runs=3), 32)
     assert isinstance(evaluator, MeasuredLatency) and evaluator.backend == "measure"
     assert evaluator(spec) > 0
+    assert evaluator.reference_ms > 0  # the drift-correction unit it calibrated
+    pinned = latency_evaluator(LatencyConfig(mode="measure", warmup=1, runs=3, reference_ms=0.5), 32)
+    pinned(spec)
+    assert pinned.reference_ms == 0.5
     with pytest.raises(ProtocolError, match="latency.mode: must be one of lut, measure, got 'guess'"):
         latency_evaluator(LatencyConfig(mode="guess"), 32)
     with pytest.raises(LatencyError, match="'pixel7' is not this machine"):
@@ -106,11 +110,12 @@ def test_lut_command_builds_and_validates(tmp_path, capsys):
     ]
     main(["lut", "action=validate", "specs=3", "rounds=1", "space.depth_deltas=[0]", *common])
     out = capsys.readouterr().out
-    assert (
-        "fitted on 9 networks" in out
-    )  # seed (= V3-Small) + 1 sample + 8 references and "validation of" in out and "Spearman" in out
+    assert "fitted on 9 networks" in out  # seed (= V3-Small) + 1 sample + 8 references
+    assert "validation of" in out and "Spearman" in out
+    assert "(fitted on other networks timed alongside)" in out and "with the table's stored fit instead" in out
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     assert report["n"] == 3 and len(report["specs"]) == 3 and report["protocol"]["resolution"] == 32
+    assert report["fit_source"] == "session" and report["table_fit"]["fit_source"] == "table"
     assert (tmp_path / "run" / "validation.png").stat().st_size > 10_000
 
 

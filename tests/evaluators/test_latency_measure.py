@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from evaluators.latency import LatencyError, LatencyProtocol, measure_latency, measure_many
+from evaluators.latency.drift import corrected_runs
 from evaluators.latency.protocol import Fingerprint
 from search_spaces.builder import build_model
 from search_spaces.reference import reference_spec
@@ -30,6 +31,34 @@ def test_measurement_returns_the_protocol_it_used_and_restores_threads(tiny):
     assert result.ms == result.median_ms
     assert torch.equal(torch.get_rng_state(), before_rng)  # measuring does not move the global RNG
     assert "median of 3 runs" in str(result)
+    assert result.reference_ms is not None and result.reference_ms > 0  # drift-corrected on cpu
+    assert f"drift-corrected (reference {result.reference_ms:.3f} ms)" in str(result)
+    raw = measure_latency(tiny, protocol.replace(drift_correction="none"))
+    assert raw.reference_ms is None and "drift" not in str(raw)
+
+
+def test_drift_correction_cancels_slow_spells_of_the_machine():
+    """The machine runs at full speed or 1.5x slower in spells; a 2 ms target and a 0.5 ms
+    reference slow down alike. Raw runs are mostly slow; corrected ones are all 2 ms."""
+    spells = [1.0] * 8 + [1.5] * 12
+    calls = {"n": 0}
+
+    def slowdown() -> float:
+        return spells[(calls["n"] // 4) % len(spells)]
+
+    def run() -> float:
+        calls["n"] += 1
+        return 2.0 * slowdown()
+
+    def reference() -> float:
+        return 0.5 * slowdown()
+
+    raw = [run() for _ in range(80)]
+    assert sorted(raw)[40] == pytest.approx(3.0)  # the median is a slow run
+    corrected = corrected_runs(run, reference, 80, reference_ms=0.5, estimate_ms=2.0)
+    assert len(corrected) == 80
+    assert sorted(corrected)[40] == pytest.approx(2.0)
+    assert sum(abs(c - 2.0) < 1e-9 for c in corrected) >= 60  # only groups straddling a change are off
 
 
 def test_layers_modules_and_interleaved_rounds(tiny):

@@ -33,6 +33,11 @@ def test_defaults_state_everything_and_fingerprint_this_machine():
             r"thread_cpu measures one CPU thread; it needs device=cpu and threads=1",
         ),
         ({"runs": 0}, r"latency.runs: must be an integer >= 1, got 0"),
+        ({"drift_correction": "yes"}, r"latency.drift_correction: must be one of reference, none, auto"),
+        (
+            {"device": "pixel7-tflite", "drift_correction": "reference"},
+            r"latency.drift_correction: reference .* needs device=cpu, got device=pixel7-tflite",
+        ),
     ],
 )
 def test_bad_fields_are_refused_with_the_field_named(changes, message):
@@ -61,3 +66,11 @@ def test_dict_roundtrip_and_differences():
     assert diffs[1].startswith("fingerprint: ") and "Other CPU x8" in diffs[1]
     with pytest.raises(ProtocolError, match=r"unknown field\(s\) \['cores'\]"):
         LatencyProtocol.from_dict({**protocol.to_dict(), "cores": 4})
+
+
+def test_drift_correction_defaults_to_reference_on_this_cpu_only():
+    cpu = LatencyProtocol()
+    assert cpu.drift_correction == "reference" and "drift-corrected" in cpu.describe()
+    phone = cpu.replace(device="pixel7-tflite")  # what depends on the device is resolved again
+    assert phone.drift_correction == "none" and "drift-corrected" not in phone.describe()
+    assert LatencyProtocol(drift_correction="none").drift_correction == "none"

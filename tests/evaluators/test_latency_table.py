@@ -12,6 +12,7 @@ from evaluators.latency import (
     ProtocolMismatchError,
     TableFileError,
     fit_scale_overhead,
+    validate_table,
 )
 from search_spaces.reference import reference_spec
 
@@ -74,7 +75,12 @@ def test_another_protocol_or_machine_is_refused(built, protocol):
         (lambda text: text[: len(text) // 2], r"truncated or corrupt \(.* at line \d+, column \d+\); delete"),
         (lambda text: "", "the latency table file is empty"),
         (lambda text: json.dumps({"format": "something else"}), "not a mobilenas latency table"),
-        (lambda text: text.replace('"version": 1', '"version": 7'), "version 7 is not supported"),
+        (lambda text: text.replace('"version": 2', '"version": 7'), "version 7 is not supported"),
+        (
+            lambda text: text.replace('"version": 2', '"version": 1'),
+            "version 1 is not supported; expected 2; it was measured by an older mobilenas without drift",
+        ),
+        (lambda text: text.replace('"reference_ms": ', '"reference_ms": -'), "'reference_ms' must be a positive"),
         (lambda text: text.replace('"threads": 1', '"threads": -1'), r"bad header: latency.threads: must be"),
         (
             lambda text: text.replace(': {\n  "block', ': {\n  "bogus": 1.0,\n  "block'),
@@ -133,3 +139,63 @@ def test_rows_saved_by_another_process_are_merged_not_lost(built, protocol, spec
     assert (
         rows["block:r8:c16:ir_k3_e16_c16_s1_re"] == 0.25 and rows["block:r8:c16:ir_k5_e16_c16_s1_re"] == 0.5
     )
+
+
+def test_rows_share_the_tables_drift_unit_across_processes(built, protocol, specs, monkeypatch):
+    table = LatencyTable.open(built, protocol)
+    unit = table.reference_ms
+    assert protocol.drift_correction == "reference" and unit is not None and unit > 0
+    assert json.loads(built.read_text())["reference_ms"] == unit
+
+    # a later process extends the table in the stored unit: it never calibrates its own
+    import evaluators.latency.measure as measure
+
+    seen = []
+    real = measure._timed_runs
+    monkeypatch.setattr(measure, "calibrated_reference_ms", lambda *a: pytest.fail("calibrated again"))
+    monkeypatch.setattr(measure, "_timed_runs", lambda *a: seen.append(a[-1]) or real(*a))
+    reopened = LatencyTable.open(built, protocol)
+    reopened.predict_ms(specs[1])
+    assert seen and set(seen) == {unit}
+    assert reopened.reference_ms == unit
+
+
+def test_rows_saved_meanwhile_in_another_unit_are_converted(tmp_path, protocol):
+    path = tmp_path / "table.json"
+    keys = [layer.key for layer in reference_spec("mobilenet_v3_small", num_classes=10, resolution=32).layers()]
+    theirs = LatencyTable(path, protocol, reference_ms=0.5, rows={keys[0]: 1.0})
+    theirs.save()
+    ours = LatencyTable(path, protocol, reference_ms=0.25, rows={keys[1]: 2.0})
+    ours.save()  # merges the file's row, measured in a unit twice as large
+    merged = LatencyTable.open(path, protocol)
+    assert merged.reference_ms == 0.25
+    assert merged.rows[keys[0]] == pytest.approx(0.5) and merged.rows[keys[1]] == pytest.approx(2.0)
+
+
+def test_a_table_without_drift_correction_has_no_unit(tmp_path, specs, protocol):
+    raw = protocol.replace(drift_correction="none")
+    table = LatencyTable.open(tmp_path / "raw.json", raw)
+    table.predict_ms(specs[0])
+    assert table.reference_ms is None
+    data = json.loads((tmp_path / "raw.json").read_text())
+    assert data["reference_ms"] is None
+    data["reference_ms"] = 0.3
+    (tmp_path / "raw.json").write_text(json.dumps(data))
+    with pytest.raises(TableFileError, match="'reference_ms' is set but the protocol does not correct drift"):
+        LatencyTable.open(tmp_path / "raw.json", raw)
+
+
+def test_validation_can_fit_on_other_networks_timed_alongside(built, protocol, specs):
+    table = LatencyTable.open(built, protocol)
+    stored = table.fit_overhead(specs, rounds=1)
+    fitting = [reference_spec("mobilenet_v3_small", width_mult=w, num_classes=10, resolution=32) for w in (0.35, 1.0)]
+    report = validate_table(table, specs, fit_specs=[*fitting, specs[0]], rounds=1, progress=False)
+    assert report.fit_source == "session" and report.fit.n_specs == 2  # validation specs are never fitted on
+    assert report.predicted_ms == pytest.approx([report.fit.apply(table.sum_ms(s)) for s in specs])
+    assert report.table_predicted_ms == pytest.approx([table.predict_ms(s) for s in specs])
+    assert table.fit == stored and LatencyTable.open(built, protocol).fit == stored  # the table is not changed
+    with_stored = report.table_fit_report()
+    assert with_stored.fit_source == "table" and with_stored.predicted_ms == report.table_predicted_ms
+    assert with_stored.measured_ms == report.measured_ms
+    plain = validate_table(table, specs, rounds=1, progress=False)
+    assert plain.fit_source == "table" and plain.fit == stored and plain.table_fit_report() is None

@@ -41,6 +41,23 @@ def test_same_seed_same_specs(space):
     assert sample_specs(space, 10, seed=7) != sample_specs(space, 10, seed=8)
 
 
+def test_sampled_specs_are_distinct_and_avoid_the_excluded(space):
+    excluded = sample_specs(space, 5, seed=1)
+    specs = sample_specs(space, 20, seed=1, exclude=excluded)
+    assert len(set(specs)) == 20
+    assert not set(specs) & set(excluded)
+
+
+def test_sampling_more_specs_than_the_space_holds_is_refused(space):
+    class OneSpec:  # a space holding only its seed
+        def sample(self, trial):
+            return space.seed
+
+    assert sample_specs(OneSpec(), 1) == [space.seed]
+    with pytest.raises(NotInSpaceError, match="fewer than 2 distinct specs"):
+        sample_specs(OneSpec(), 2)
+
+
 def test_v3_stages():
     large = SearchSpace(reference_spec("mobilenet_v3_large"))
     assert [len(s.seed_blocks) for s in large.stages] == [1, 2, 3, 4, 2, 3]
