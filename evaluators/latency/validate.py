@@ -46,7 +46,7 @@ class ValidationReport:
 
     ``fit`` made ``predicted_ms``: the table's stored fit (``fit_source="table"``) or one
     fitted on other networks timed in the same session as ``specs`` (``"session"``); then
-    ``table_predicted_ms`` holds the predictions with the stored fit as well."""
+    ``table_fit`` and ``table_predicted_ms`` hold the stored fit and its predictions as well."""
 
     protocol: LatencyProtocol
     fit: OverheadFit
@@ -56,6 +56,7 @@ class ValidationReport:
     measured_iqr_ms: tuple[float, ...]
     seconds: float
     fit_source: str = "table"
+    table_fit: OverheadFit | None = None
     table_predicted_ms: tuple[float, ...] = ()
 
     @property
@@ -92,9 +93,16 @@ class ValidationReport:
 
     def table_fit_report(self) -> ValidationReport | None:
         """The same comparison with the table's stored fit (None when that is what ``fit`` is)."""
-        if not self.table_predicted_ms:
+        if self.table_fit is None:
             return None
-        return replace(self, predicted_ms=self.table_predicted_ms, fit_source="table", table_predicted_ms=())
+        return replace(
+            self,
+            fit=self.table_fit,
+            predicted_ms=self.table_predicted_ms,
+            fit_source="table",
+            table_fit=None,
+            table_predicted_ms=(),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -107,7 +115,7 @@ class ValidationReport:
             "max_error": self.max_error,
             "spearman": self.spearman,
             "seconds": self.seconds,
-            **({"table_fit": self.table_fit_report().to_dict()} if self.table_predicted_ms else {}),
+            **({"table_fit": self.table_fit_report().to_dict()} if self.table_fit is not None else {}),
             "specs": [
                 {"spec": s, "predicted_ms": p, "measured_ms": m, "measured_iqr_ms": q}
                 for s, p, m, q in zip(
@@ -155,6 +163,7 @@ def validate_table(
         measured_iqr_ms=tuple(r.iqr_ms for r in measured),
         seconds=time.perf_counter() - start,
         fit_source=source,
+        table_fit=table.fit if fit_specs else None,
         table_predicted_ms=tuple(stored) if fit_specs else (),
     )
 

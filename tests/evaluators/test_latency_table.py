@@ -195,7 +195,8 @@ def test_validation_can_fit_on_other_networks_timed_alongside(built, protocol, s
     assert report.table_predicted_ms == pytest.approx([table.predict_ms(s) for s in specs])
     assert table.fit == stored and LatencyTable.open(built, protocol).fit == stored  # the table is not changed
     with_stored = report.table_fit_report()
-    assert with_stored.fit_source == "table" and with_stored.predicted_ms == report.table_predicted_ms
+    assert with_stored.fit_source == "table" and with_stored.fit == stored
+    assert with_stored.predicted_ms == report.table_predicted_ms
     assert with_stored.measured_ms == report.measured_ms
     plain = validate_table(table, specs, rounds=1, progress=False)
     assert plain.fit_source == "table" and plain.fit == stored and plain.table_fit_report() is None
