@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from evaluators.cost import count_cost
 from evaluators.latency import LatencyConfig, measure_latency
@@ -69,6 +69,17 @@ def _figures(cfg: DictConfig, run_dir: Path) -> None:
     print(f"written {run_dir / 'figures.json'}")
 
 
+def trainer_preset(name: str, where: str) -> DictConfig:
+    """The trainer preset ``conf/trainer/<name>.yaml``; a ConfigError naming ``where`` and the
+    presets there when it does not exist."""
+    presets = Path(__file__).resolve().parents[2] / "conf" / "trainer"
+    path = presets / f"{name}.yaml"
+    if not path.is_file():
+        names = ", ".join(sorted(p.stem for p in presets.glob("*.yaml")))
+        raise ConfigError(f"{where}: {name!r} is not a trainer preset; choose one of {names}")
+    return OmegaConf.load(path)
+
+
 def _train(cfg: DictConfig, run_dir: Path, reference: str) -> None:
     from search.commands import train as train_command
 
@@ -81,6 +92,10 @@ def _search(cfg: DictConfig, run_dir: Path, reference: str) -> None:
     from evaluators.training import TrainConfig, fit
     from search.commands import search as search_command
 
+    # the V3 recipe (3 warm-up epochs from 1% lr, EMA 0.9999) leaves short proxies at chance
+    with open_dict(cfg):
+        cfg.trainer = trainer_preset(cfg.get("search_trainer", "fast"), "search_trainer")
+    print(f"search and NetAdapt train with the {cfg.get('search_trainer', 'fast')!r} trainer preset")
     search_command.run(cfg)
     refined = run_dir / "refine" / "winner.json"
     winner_file = refined if refined.exists() else run_dir / "winner.json"
@@ -88,8 +103,7 @@ def _search(cfg: DictConfig, run_dir: Path, reference: str) -> None:
 
     winner = load_spec_file(winner_file)
     compare = typed(cfg.get("compare"), CompareConfig, "compare")
-    trainer_node = OmegaConf.load(Path(__file__).resolve().parents[2] / "conf" / "trainer" / f"{compare.trainer}.yaml")
-    trainer = typed(trainer_node, TrainConfig, "compare.trainer").replace(steps=compare.steps, progress=False)
+    trainer = typed(trainer_preset(compare.trainer, "compare.trainer"), TrainConfig, "compare.trainer").replace(steps=compare.steps, progress=False)
     data = load_dataset(typed(cfg.data, DataConfig, "data"))
     results = {}
     for name, spec in (("reference " + reference, reference_spec(reference, num_classes=data.num_classes,

@@ -41,3 +41,35 @@ def test_reproduce_rejects_unknown_action(tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert "action: 'dance' is not one of figures, search, train" in result.stderr
+
+
+def test_reproduce_search_trains_its_proxies_with_the_search_trainer(tmp_path, monkeypatch):
+    from omegaconf import OmegaConf
+
+    import search.commands.search as search_command
+    from search.commands.reproduce import _search, trainer_preset
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_run(cfg):
+        seen["trainer"] = OmegaConf.to_container(cfg.trainer)
+        raise Stop
+
+    monkeypatch.setattr(search_command, "run", fake_run)
+    v3_recipe = trainer_preset("v3_recipe", "trainer")
+    cfg = OmegaConf.create({"trainer": v3_recipe, "search_trainer": "fast"})
+    with pytest.raises(Stop):
+        _search(cfg, tmp_path, "mobilenet_v3_small")
+    assert seen["trainer"] == OmegaConf.to_container(trainer_preset("fast", "search_trainer"))
+    assert seen["trainer"]["ema_decay"] != v3_recipe.ema_decay
+
+
+def test_unknown_trainer_preset_names_the_key_and_the_presets():
+    from search.commands.reproduce import trainer_preset
+    from search.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"search_trainer: 'turbo' is not a trainer preset; choose one of .*fast.*v3_recipe"):
+        trainer_preset("turbo", "search_trainer")
