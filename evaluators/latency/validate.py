@@ -144,7 +144,8 @@ def validate_table(
     specs = list(dict.fromkeys(specs))
     if not specs:
         raise LatencyError("validation needs at least one spec")
-    fit_specs = [s for s in dict.fromkeys(fit_specs) if s not in set(specs)]
+    validated = set(specs)
+    fit_specs = [s for s in dict.fromkeys(fit_specs) if s not in validated]
     start = time.perf_counter()
     table.build([layer for spec in [*specs, *fit_specs] for layer in spec.layers()], progress=progress)
     stored = [table.predict_ms(spec) for spec in specs]
