@@ -56,8 +56,7 @@ from optuna._hypervolume import compute_hypervolume
 
 from search.cli import CONF_DIR
 from search.commands.search import settings_from
-from search.components import pin_target
-from search.components import SearchSettings, build_components
+from search.components import SearchSettings, build_components, pin_target
 from search.results import Candidate, candidates, winner
 from search.runner import Components, run_search
 from search.study import StudyConfig

@@ -308,7 +308,7 @@ def read_weights(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
         raise ExportError(f"{path}: weights file not found")
     try:
         return load_file(str(path), device="cpu")
-    except Exception as err:  # noqa: BLE001 - safetensors raises its own error types
+    except Exception as err:  # safetensors raises its own error types
         raise ExportError(f"{path}: not a readable safetensors file ({err})") from None
 
 

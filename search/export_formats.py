@@ -69,7 +69,7 @@ def write_torchscript(model: nn.Module, path: Path, inputs: torch.Tensor) -> Tor
         warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated, still supported
         try:
             module, mode = torch.jit.script(model), "script"
-        except Exception:  # noqa: BLE001 - scripting failed; tracing is exact for these static networks
+        except Exception:  # scripting failed; tracing is exact for these static networks
             module, mode = torch.jit.trace(model, inputs), "trace"
         write_atomic(path, lambda tmp: torch.jit.save(module, str(tmp)))
         loaded = torch.jit.load(str(path), map_location="cpu")
@@ -140,7 +140,7 @@ def write_onnx(model: nn.Module, path: Path, inputs: torch.Tensor, *, opset: int
         try:
             write_atomic(path, lambda tmp: _export_legacy(model, inputs, tmp, opset))
             used = "legacy"
-        except Exception as err:  # noqa: BLE001 - the legacy exporter may be gone from this torch
+        except Exception as err:  # the legacy exporter may be gone from this torch
             if exporter == "legacy":
                 raise ExportError(f"model.onnx: the legacy ONNX exporter failed: {err}") from err
             log.warning("legacy ONNX exporter failed (%s); using the dynamo exporter", err)
@@ -151,11 +151,11 @@ def write_onnx(model: nn.Module, path: Path, inputs: torch.Tensor, *, opset: int
             write_atomic(path, lambda tmp: _export_dynamo(model, inputs, tmp, opset))
         except ExportError:
             raise
-        except Exception as err:  # noqa: BLE001 - report any exporter failure as an export error
+        except Exception as err:  # report any exporter failure as an export error
             raise ExportError(f"model.onnx: the dynamo ONNX exporter failed: {err}") from err
     try:
         output = _run_onnx(path, inputs)
-    except Exception as err:  # noqa: BLE001 - an unloadable file is a failed check
+    except Exception as err:  # an unloadable file is a failed check
         raise ExportError(f"{path.name}: onnxruntime could not run the exported model: {err}") from err
     imports = {o.domain: o.version for o in onnx.load(str(path), load_external_data=False).opset_import}
     written = int(imports.get("", imports.get("ai.onnx", opset)))

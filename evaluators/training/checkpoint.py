@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import save_file
 
 from evaluators.training.config import TrainError
-from search_spaces.serialize import atomic_write  # noqa: F401  (re-exported: the trainer's callers use it)
+from search_spaces.serialize import atomic_write
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -24,7 +24,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Load a checkpoint without running pickled code (``weights_only=True``), on the CPU."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure means a bad file
+    except Exception as err:  # any unpickling failure means a bad file
         raise TrainError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from None
     if not isinstance(state, dict) or "step" not in state or "model" not in state:
         raise TrainError(f"{path}: not a mobilenas training checkpoint (no 'step' or 'model')")

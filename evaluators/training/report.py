@@ -43,7 +43,7 @@ def plot_learning_curve(history: Sequence[dict[str, float]], path: str | Path, *
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from evaluators.training.checkpoint import atomic_write
+    from search_spaces.serialize import atomic_write
 
     steps = [h["step"] for h in history]
     fig, loss_axis = plt.subplots(figsize=(7, 4), dpi=100)

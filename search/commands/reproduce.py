@@ -18,7 +18,6 @@ from search.config import ConfigError, typed
 from search_spaces.builder import build_model
 from search_spaces.reference import PAPER_FIGURES, REFERENCE_PARAMS, REFERENCES, reference_spec
 from search_spaces.serialize import atomic_write_text
-from search_spaces.spec import ArchSpec
 from search_spaces.table import format_table
 
 log = logging.getLogger("mobilenas.reproduce")

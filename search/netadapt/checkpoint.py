@@ -8,8 +8,8 @@ from typing import Any
 
 import torch
 
-from evaluators.training.checkpoint import atomic_write
 from search_spaces.errors import MobilenasError
+from search_spaces.serialize import atomic_write
 
 FORMAT_VERSION = 1
 

@@ -15,13 +15,7 @@ from evaluators.data.arrays import ImageArrays
 from evaluators.data.loader import Augment, BatchLoader
 from evaluators.data.synthetic import synthetic_arrays
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine, 2 threads can run 50x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --- synthetic --------------------------------------------------------------------------

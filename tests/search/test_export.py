@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+
 import numpy as np
 import onnxruntime
 import pytest

@@ -16,12 +16,7 @@ SEED = reference_spec("mobilenet_v3_small", width_mult=0.5, num_classes=10, reso
 INPUT = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def channel_latency(spec: ArchSpec) -> float:

@@ -21,12 +21,7 @@ TINY = ["arch=mobilenet_v3_small", "width_mult=0.5", "progress=false",
         "latency.warmup=1", "latency.runs=3", "latency.auto_fit=false"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_refine_writes_what_export_reads_and_resumes(tmp_path, capsys):

@@ -8,7 +8,7 @@ from search_spaces.blocks import InvertedResidual, SqueezeExcite
 from search_spaces.builder import build_model, count_params
 from search_spaces.reference import REFERENCE_PARAMS, REFERENCES, reference_spec
 from search_spaces.space import sample_specs
-from search_spaces.spec import BlockSpec, make_divisible
+from search_spaces.spec import make_divisible
 
 
 @pytest.mark.parametrize("name", REFERENCES)
