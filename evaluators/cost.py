@@ -33,15 +33,21 @@ class Cost:
         return self.madds / 1e6
 
 
-@lru_cache(maxsize=4096)
-def count_cost(spec: ArchSpec) -> Cost:
-    """Params and MAdds of ``spec`` (cached: specs are hashable)."""
+def _analyze(spec: ArchSpec) -> tuple[torch.nn.Module, FlopCountAnalysis]:
+    """``spec`` built in eval mode and fvcore's count of it on a zero input (batch 1), warnings off."""
     model = build_model(spec).eval()
     inputs = torch.zeros(1, spec.in_channels, spec.resolution, spec.resolution)
     analysis = FlopCountAnalysis(model, inputs)
     analysis.unsupported_ops_warnings(False)
     analysis.uncalled_modules_warnings(False)
     analysis.tracer_warnings("none")
+    return model, analysis
+
+
+@lru_cache(maxsize=4096)
+def count_cost(spec: ArchSpec) -> Cost:
+    """Params and MAdds of ``spec`` (cached: specs are hashable)."""
+    model, analysis = _analyze(spec)
     by_operator = analysis.by_operator()
     conv_linear = sum(v for op, v in by_operator.items() if op.startswith(_CONV_LINEAR))
     return Cost(params=count_params(model), madds=int(analysis.total()), conv_linear_madds=int(conv_linear))
@@ -49,12 +55,7 @@ def count_cost(spec: ArchSpec) -> Cost:
 
 def layer_costs(spec: ArchSpec) -> list[tuple[int, int]]:
     """(params, MAdds) of each layer (stem, blocks, head), in order."""
-    model = build_model(spec).eval()
-    inputs = torch.zeros(1, spec.in_channels, spec.resolution, spec.resolution)
-    analysis = FlopCountAnalysis(model, inputs)
-    analysis.unsupported_ops_warnings(False)
-    analysis.uncalled_modules_warnings(False)
-    analysis.tracer_warnings("none")
+    model, analysis = _analyze(spec)
     by_module = analysis.by_module()
     names = ["stem"] + [f"blocks.{i}" for i in range(len(spec.blocks))] + ["head"]
     modules = dict(model.named_modules())

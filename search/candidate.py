@@ -7,30 +7,21 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable
 from dataclasses import asdict, is_dataclass
 from typing import Any, Protocol
 
 import optuna
 from optuna.trial import TrialState
 
+from evaluators.accuracy.base import AccuracyEvaluator, Report
 from evaluators.cost import count_cost
+from evaluators.training import COMPLETED
 from search.objectives import CONSTRAINT_ATTR, Objective
 from search_spaces.errors import MobilenasError
 from search_spaces.space import SearchSpace
 from search_spaces.spec import ArchSpec
 
 log = logging.getLogger(__name__)
-
-Report = Callable[[int, float], None]
-
-
-class AccuracyEvaluator(Protocol):
-    """Spec in, accuracy estimate out; calls ``report(step, value)`` along the way."""
-
-    name: str
-
-    def evaluate(self, spec: ArchSpec, report: Report | None = None) -> Any: ...
 
 
 class LatencyEvaluator(Protocol):
@@ -121,7 +112,7 @@ class CandidateObjective:
             status = result.status
             trial.set_user_attr("status", status)
             accuracy = float(result.accuracy)
-            if status != "completed" or not math.isfinite(accuracy):
+            if status != COMPLETED or not math.isfinite(accuracy):
                 raise CandidateFailed(f"trial {trial.number}: evaluation ended with status {status!r}")
         trial.set_user_attr("accuracy", accuracy)
         trial.set_user_attr("reward", self.objective.reward(accuracy, latency_ms))

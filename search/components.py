@@ -7,8 +7,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field, replace
 
-from evaluators.accuracy import ProxyConfig, accuracy_evaluator
-from evaluators.data import DataConfig
+from evaluators.accuracy import ProxyConfig, accuracy_evaluator, proxy_data_config
+from evaluators.data import DataConfig, load_dataset
 from evaluators.latency import LatencyConfig, MeasuredLatency, latency_evaluator
 from evaluators.training import TrainConfig
 from search.objectives import Objective, ObjectiveConfig
@@ -34,19 +34,21 @@ class SearchSettings:
 
 def build_components(settings: SearchSettings) -> Components:
     """Load the data once, open the latency evaluator, resolve the latency target."""
-    accuracy = accuracy_evaluator(settings.proxy, settings.data, settings.trainer, seed=settings.seed)
-    num_classes = accuracy.num_classes
+    settings.proxy.validate()
+    data = load_dataset(proxy_data_config(settings.proxy, settings.data))
+    accuracy = accuracy_evaluator(settings.proxy, settings.data, settings.trainer, seed=settings.seed, splits=data)
+    num_classes, in_channels = data.num_classes, data.in_channels
     resolution = settings.proxy.resolution or settings.data.resolution
-    space = build_space(settings.space, num_classes=num_classes, resolution=resolution)
+    space = build_space(settings.space, num_classes=num_classes, resolution=resolution, in_channels=in_channels)
     latency = latency_evaluator(settings.latency, resolution)
     seed_latency = latency(space.seed) if settings.objective.target_ms is None else 0.0
     objective = Objective.from_config(settings.objective, seed_latency_ms=seed_latency)
     references = {}
     if settings.reference_points:
         references = {name: reference_spec(name, num_classes=num_classes, resolution=resolution)
-                      for name in REFERENCES}
+                      .replace(in_channels=in_channels) for name in REFERENCES}
     return Components(space=space, objective=objective, accuracy=accuracy, latency=latency,
-                      references=references)
+                      references=references, data=data)
 
 
 def with_fixed_target(settings: SearchSettings, target_ms: float) -> SearchSettings:
@@ -61,13 +63,15 @@ def pin_target(components: Components, settings: SearchSettings, study_cfg: Stud
     With ``latency.mode=measure`` the drift-correction unit is kept the same way."""
     study = open_study(study_cfg, components.objective, url)
     target = study.user_attrs.get("target_ms")
+    asked = {"target_ms": settings.objective.target_ms, "target_ratio": settings.objective.target_ratio}
     if target is None:
         target = components.objective.target_ms
         study.set_user_attr("target_ms", target)
+        study.set_user_attr("target_config", asked)
         study.set_user_attr("seed_spec", str(components.space.seed))
-    elif abs(components.objective.target_ms - target) > 1e-9:
-        log.warning("study %s keeps its target %.4f ms (this run resolved %.4f ms); use a new "
-                    "study.name to change it", study_cfg.name, target, components.objective.target_ms)
+    elif study.user_attrs.get("target_config", asked) != asked:
+        log.warning("study %s keeps its target %.4f ms (set with %s; this run asks %s); use a new "
+                    "study.name to change it", study_cfg.name, target, study.user_attrs["target_config"], asked)
     components.objective = replace(components.objective, target_ms=target)
     settings = with_fixed_target(settings, target)
     if isinstance(components.latency, MeasuredLatency):  # one drift-correction unit for all trials
@@ -76,6 +80,7 @@ def pin_target(components: Components, settings: SearchSettings, study_cfg: Stud
             components.latency(components.space.seed)  # calibrates the unit (cached when measured)
             unit = components.latency.reference_ms
             study.set_user_attr("latency_reference_ms", unit)
-        components.latency.reference_ms = unit
+        if components.latency.reference_ms != unit:  # figures cached so far are in another unit
+            components.latency = MeasuredLatency(components.latency.protocol, reference_ms=unit)
         settings = replace(settings, latency=replace(settings.latency, reference_ms=unit))
     return settings

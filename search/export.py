@@ -35,16 +35,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from evaluators.cost import Cost, count_cost
+from evaluators.training import save_weights
 from search.export_formats import (
     MIN_OPSET,
     ExportError,
     check_input,
     check_onnx_options,
-    write_atomic,
     write_onnx,
     write_torchscript,
 )
@@ -164,10 +164,9 @@ def _write_files(tmp: Path, spec: ArchSpec, model: MobileNetV3Like, metadata: di
                  onnx: bool, torchscript: bool, opset: int, onnx_exporter: str, atol: float) -> ExportResult:
     for name in SPEC_FILES:
         serialize.save_spec(spec, tmp / name)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     # One metadata key: safetensors orders several keys at random, and identical weights should
     # give identical files.
-    write_atomic(tmp / WEIGHTS, lambda p: save_file(state, str(p), metadata={"mobilenas_spec": str(spec)}))
+    save_weights(model, tmp / WEIGHTS, metadata={"mobilenas_spec": str(spec)})
     inputs = check_input(spec)
     with torch.no_grad():
         scale = float(model(inputs).abs().max())

@@ -42,7 +42,7 @@ def refine_and_export(cfg: DictConfig, settings: SearchSettings, components: Com
         netadapt_cfg = typed(cfg.get("netadapt"), NetAdaptConfig, "netadapt")
         if to_search_target:
             netadapt_cfg = replace(netadapt_cfg, target_ms=components.objective.target_ms)
-        data = components.accuracy.data  # the proxy's splits: loaded once, shared with the search
+        data = components.data  # the proxy's splits: loaded once, shared with the search
         refine_dir = run_dir / "refine"
         print(f"\nNetAdapt: refining trial {winner.number} ({winner.latency_ms:.3f} ms) in {refine_dir}")
         result = refine(winner.arch, config=netadapt_cfg, latency_ms=components.latency, data=data,

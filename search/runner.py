@@ -34,6 +34,7 @@ class Components:
     accuracy: Any
     latency: Any
     references: dict[str, Any] = field(default_factory=dict)  # name -> ArchSpec for the plot
+    data: Any = None  # the proxy's DatasetSplits (loaded once; NetAdapt fine-tunes on them)
 
 
 # A picklable factory (module-level function + settings) so spawned workers can rebuild it.

@@ -44,12 +44,17 @@ class ConvBnAct(nn.Sequential):
         super().__init__(*layers)
 
 
+def se_channels(channels: int) -> int:
+    """The default SE squeeze width for ``channels`` input channels: a quarter, rounded to 8."""
+    return make_divisible(channels / 4, 8)
+
+
 class SqueezeExcite(nn.Module):
     """Squeeze-and-excitation: pool, 1x1 reduce, ReLU, 1x1 expand, hard-sigmoid, rescale."""
 
     def __init__(self, chs: int, *, squeeze_chs: int | None = None) -> None:
         super().__init__()
-        squeeze_chs = squeeze_chs or make_divisible(chs / 4, 8)
+        squeeze_chs = squeeze_chs or se_channels(chs)
         self.reduce = nn.Conv2d(chs, squeeze_chs, 1)
         self.relu = nn.ReLU(inplace=True)
         self.expand = nn.Conv2d(squeeze_chs, chs, 1)

@@ -24,8 +24,9 @@ class SpaceConfig:
     acts: list[str] = field(default_factory=lambda: ["RE", "HS"])
 
 
-def build_space(cfg: SpaceConfig, *, num_classes: int, resolution: int) -> SearchSpace:
-    """The space of ``cfg`` with its seed set to the task's classes and resolution."""
+def build_space(cfg: SpaceConfig, *, num_classes: int, resolution: int, in_channels: int = 3) -> SearchSpace:
+    """The space of ``cfg`` with its seed set to the task's classes, resolution and input
+    channels."""
     if cfg.seed in REFERENCES:
         seed = reference_spec(cfg.seed, width_mult=cfg.width_mult, num_classes=num_classes,
                               resolution=resolution)
@@ -33,6 +34,8 @@ def build_space(cfg: SpaceConfig, *, num_classes: int, resolution: int) -> Searc
         raise SpecError(f"space.width_mult applies to reference seeds ({', '.join(REFERENCES)}) only")
     else:
         seed = load_spec(cfg.seed, num_classes=num_classes, resolution=resolution)
+    if seed.in_channels != in_channels:
+        seed = seed.replace(in_channels=in_channels)
     return SearchSpace(
         seed=seed,
         depth_deltas=tuple(cfg.depth_deltas),

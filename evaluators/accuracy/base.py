@@ -10,6 +10,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import nn
 
+from evaluators.training import COMPLETED
 from search_spaces.builder import build_model
 from search_spaces.errors import MobilenasError
 from search_spaces.spec import ArchSpec
@@ -36,7 +37,7 @@ class AccuracyResult:
 
     @property
     def ok(self) -> bool:
-        return self.status == "completed"
+        return self.status == COMPLETED
 
 
 @runtime_checkable

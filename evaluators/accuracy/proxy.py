@@ -26,7 +26,6 @@ class ProxyTrainEvaluator(SpecEvaluator):
         total = budget_steps(trainer, steps_per_epoch)
         self.data = data
         self.trainer = trainer.replace(seed=seed, eval_every=max(1, total // reports), progress=False)
-        self.total_steps = total
 
     def evaluate_model(self, model: nn.Module, report: Report | None = None) -> AccuracyResult:
         """Fine-tune an existing module (e.g. with inherited weights) with the proxy budget."""

@@ -19,6 +19,7 @@ from torch import nn
 
 from evaluators.accuracy.base import AccuracyResult, Report, SpecEvaluator
 from evaluators.data import DatasetSplits
+from evaluators.training import COMPLETED, DIVERGED
 
 
 @torch.no_grad()
@@ -69,7 +70,7 @@ class _ZeroCost(SpecEvaluator):
         """Score ``model`` (left unchanged); ``report`` is not called: there are no steps."""
         started = time.perf_counter()
         score = self.score(model)
-        status = "completed" if math.isfinite(score) else "diverged"
+        status = COMPLETED if math.isfinite(score) else DIVERGED
         return AccuracyResult(score if math.isfinite(score) else 0.0, time.perf_counter() - started, status,
                               {"score": score, "images": int(self.images.shape[0])})
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from evaluators.data.synthetic import MAX_CLASSES
 from search_spaces.errors import MobilenasError
 
 # name -> one-line description; the order is the order of error messages.
@@ -76,8 +77,8 @@ class DataConfig:
         if self.std is not None and min(self.std) <= 0:
             raise DataError(f"data.std: values must be positive, got {self.std}")
         if self.name == "synthetic":
-            if not 2 <= self.num_classes <= 20:
-                raise DataError(f"data.num_classes: the synthetic set has 2..20 classes, "
+            if not 2 <= self.num_classes <= MAX_CLASSES:
+                raise DataError(f"data.num_classes: the synthetic set has 2..{MAX_CLASSES} classes, "
                                 f"got {self.num_classes}")
             if self.train_size < self.num_classes:
                 raise DataError(f"data.train_size: needs at least one image per class, got {self.train_size}")

@@ -43,10 +43,10 @@ class DatasetSplits:
         return getattr(self, name)
 
     def loader(self, split: str, batch_size: int, *, train: bool = False, seed: int = 0,
-               device: str | torch.device = "cpu", resolution: int | None = None) -> BatchLoader:
+               device: str | torch.device = "cpu") -> BatchLoader:
         """Batches of ``split``; ``train=True`` shuffles, augments and drops a partial last batch."""
         return BatchLoader(
-            self.split(split), batch_size=batch_size, resolution=resolution or self.resolution,
+            self.split(split), batch_size=batch_size, resolution=self.resolution,
             mean=self.mean, std=self.std, channels=self.in_channels, shuffle=train,
             augment=self.augment if train else None, drop_last=train, seed=seed, device=device,
         )

@@ -18,7 +18,6 @@ from evaluators.data.arrays import ImageArrays
 FAMILIES = ("disk", "ring", "square", "triangle", "cross", "grating_h", "grating_v", "checker",
             "bullseye", "dots")
 MAX_CLASSES = 2 * len(FAMILIES)
-CLASS_NAMES = FAMILIES + tuple(f"{f}_striped" for f in FAMILIES)
 _CHUNK = 256
 _SPLIT_STREAMS = {"train": 0, "test": 1}
 

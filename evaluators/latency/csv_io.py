@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from evaluators.latency.errors import TableFileError
+from evaluators.latency.errors import ProtocolError, TableFileError
 from evaluators.latency.fit import OverheadFit
 from evaluators.latency.keys import FIELD_COLUMNS, compose_key, layer_from_key
 from evaluators.latency.protocol import LatencyProtocol
@@ -200,6 +200,14 @@ def _latency(text: str, where: str) -> float:
     return ms
 
 
+def _as_stored(protocol: LatencyProtocol, field: str, value: Any) -> Any:
+    """``value`` as the protocol stores it (``cuda`` -> ``cuda:0``, ``auto`` resolved)."""
+    try:
+        return getattr(protocol.replace(**{field: value}), field)
+    except ProtocolError:
+        return value
+
+
 def _check_protocol_cells(values: dict[str, str], protocol: LatencyProtocol, where: str) -> None:
     for column, field in PROTOCOL_COLUMNS.items():
         text = values.get(column, "")
@@ -212,9 +220,7 @@ def _check_protocol_cells(values: dict[str, str], protocol: LatencyProtocol, whe
             raise TableFileError(
                 f"{where}: column {column} {text!r} is not a {type(expected).__name__}"
             ) from None
-        if value == "cuda":
-            value = "cuda:0"
-        if value != expected:
+        if _as_stored(protocol, field, value) != expected:
             setting = "resolution" if field == "resolution" else f"latency.{field}"
             raise TableFileError(
                 f"{where}: column {column} is {text!r} but the import's protocol has {expected!r}; "

@@ -19,7 +19,6 @@ footprint instead of the machine's speed.
 from __future__ import annotations
 
 import math
-import threading
 import time
 from collections.abc import Callable
 
@@ -34,25 +33,27 @@ GROUP_MS = 5.0  # target runs timed between two reference timings, in ms of targ
 CALIBRATION_S = 3.0  # seconds of reference runs when calibrating
 CALIBRATION_PERCENTILE = 10.0  # of the calibration runs: the machine at full speed
 
-_calibrated: dict[tuple[int, str], float] = {}
-_calibration_lock = threading.Lock()
+Clock = Callable[[], int]
+
+
+def clock_for(timer: str) -> Clock:
+    """The nanosecond clock of a protocol's ``timer`` (``wall`` or ``thread_cpu``)."""
+    return time.thread_time_ns if timer == "thread_cpu" else time.perf_counter_ns
 
 
 class SpeedReference:
     """A fixed small workload (stem and first two bneck blocks of MobileNetV3-Small at
-    112x112, ~0.3 ms on one core): convolutions, depthwise, squeeze-and-excitation and
+    112x112, ~0.5 ms on one core): convolutions, depthwise, squeeze-and-excitation and
     hard-swish, the operator mix of the networks being timed."""
 
-    def __init__(self, module: nn.Module | None = None, x: torch.Tensor | None = None) -> None:
-        if module is None:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(0)
-                net = build_model(reference_spec("mobilenet_v3_small", resolution=112))
-            module = nn.Sequential(net.stem, net.blocks[:2])
-        self.module = module.eval()
-        self.x = x if x is not None else torch.randn(1, 3, 112, 112, generator=torch.Generator().manual_seed(0))
+    def __init__(self) -> None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            net = build_model(reference_spec("mobilenet_v3_small", resolution=112))
+        self.module = nn.Sequential(net.stem, net.blocks[:2]).eval()
+        self.x = torch.randn(1, 3, 112, 112, generator=torch.Generator().manual_seed(0))
 
-    def time_ms(self, clock: Callable[[], int] = time.perf_counter_ns) -> float:
+    def time_ms(self, clock: Clock) -> float:
         """One warm timing: two runs put the reference back in the caches (after a network the
         first is ~60% slower, the second still ~5%), the third is timed."""
         self.module(self.x)
@@ -61,19 +62,21 @@ class SpeedReference:
         self.module(self.x)
         return (clock() - start) / 1e6
 
-    def calibrate(self, clock: Callable[[], int] = time.perf_counter_ns, seconds: float = CALIBRATION_S) -> float:
+    def calibrate(self, clock: Clock) -> float:
         """The reference's time at full speed: a low percentile of its timings over
-        ``seconds`` (slow spells last a second or two; the percentile skips them)."""
+        :data:`CALIBRATION_S` seconds (slow spells last a second or two; the percentile skips
+        them)."""
         for _ in range(5):
             self.time_ms(clock)
         times = []
-        deadline = time.monotonic() + seconds
+        deadline = time.monotonic() + CALIBRATION_S
         while time.monotonic() < deadline or len(times) < 20:
             times.append(self.time_ms(clock))
         return float(np.percentile(times, CALIBRATION_PERCENTILE))
 
 
 _reference: SpeedReference | None = None
+_calibrated: dict[tuple[int, str], float] = {}
 
 
 def speed_reference() -> SpeedReference:
@@ -84,14 +87,13 @@ def speed_reference() -> SpeedReference:
     return _reference
 
 
-def calibrated_reference_ms(threads: int, timer: str, clock: Callable[[], int]) -> float:
+def calibrated_reference_ms(threads: int, timer: str) -> float:
     """The reference's full-speed time under ``threads`` and ``timer``, calibrated once per
-    process (call with torch's threads and inference mode already set)."""
+    process (called by the measurement with torch's threads, inference mode and its lock held)."""
     key = (threads, timer)
-    with _calibration_lock:
-        if key not in _calibrated:
-            _calibrated[key] = speed_reference().calibrate(clock)
-        return _calibrated[key]
+    if key not in _calibrated:
+        _calibrated[key] = speed_reference().calibrate(clock_for(timer))
+    return _calibrated[key]
 
 
 def corrected_runs(

@@ -9,7 +9,6 @@ from search_spaces.blockstring import from_string
 from search_spaces.errors import SpecError
 from search_spaces.spec import Layer
 
-KINDS = ("stem", "block", "head")
 FIELD_COLUMNS = ("kind", "resolution", "in_channels", "op")  # the fields a key is made of
 KEY = re.compile(r"^(stem|block|head):r(\d+):c(\d+):(\S+)$")
 _FILLER_BLOCK = "ir_k3_e16_c16_s1_re"  # completes a spec string around a lone stem or head token

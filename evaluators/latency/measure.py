@@ -31,8 +31,7 @@ import gc
 import math
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -41,7 +40,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from evaluators.latency.drift import calibrated_reference_ms, corrected_runs, speed_reference
+from evaluators.latency.drift import calibrated_reference_ms, clock_for, corrected_runs, speed_reference
 from evaluators.latency.errors import LatencyError
 from evaluators.latency.protocol import LatencyProtocol, local_fingerprint
 from search_spaces.builder import build_layer, build_model, init_weights
@@ -131,9 +130,7 @@ def measure_many(
     samples: list[list[float]] = [[] for _ in targets]
     with _settings(protocol):
         if protocol.drift_correction == "reference":
-            reference_ms = reference_ms or calibrated_reference_ms(
-                protocol.threads, protocol.timer, _clock(protocol)
-            )
+            reference_ms = reference_ms or calibrated_reference_ms(protocol.threads, protocol.timer)
         else:
             reference_ms = None
         if rounds == 1:  # build one target at a time: tables measure thousands of layers
@@ -228,10 +225,6 @@ def _prepare(
     return module, x
 
 
-def _clock(protocol: LatencyProtocol) -> Callable[[], int]:
-    return time.thread_time_ns if protocol.timer == "thread_cpu" else time.perf_counter_ns
-
-
 def _timed_runs(
     module: nn.Module,
     x: torch.Tensor,
@@ -255,7 +248,7 @@ def _timed_runs(
             end.synchronize()
             times.append(start.elapsed_time(end))
         return times
-    clock = _clock(protocol)
+    clock = clock_for(protocol.timer)
 
     def run() -> float:
         start = clock()

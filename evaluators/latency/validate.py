@@ -21,6 +21,7 @@ from evaluators.latency.errors import LatencyError
 from evaluators.latency.fit import OverheadFit, fit_scale_overhead, reference_fit_specs
 from evaluators.latency.protocol import LatencyProtocol
 from evaluators.latency.table import LatencyTable
+from search_spaces.serialize import atomic_write
 from search_spaces.space import SearchSpace, sample_specs
 from search_spaces.spec import ArchSpec
 
@@ -208,9 +209,4 @@ def plot_validation(report: ValidationReport, path: str | os.PathLike[str]) -> P
     axes.legend(loc="upper left", fontsize=8)
     axes.grid(alpha=0.3)
     figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    figure.savefig(tmp, format="png")
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda tmp: figure.savefig(tmp, format="png"))

@@ -25,6 +25,7 @@ from search.config import ConfigError, typed
 from search_spaces.config import SpaceConfig, build_space
 from search_spaces.serialize import atomic_write_text
 from search_spaces.space import SearchSpace, sample_specs
+from search_spaces.spec import ArchSpec
 
 ACTIONS = ("build", "validate", "import", "export-layers", "info")
 
@@ -84,15 +85,15 @@ def _build(job: _Job) -> None:
     print(
         f"measured {measured} layers in {time.perf_counter() - start:.1f} s; {len(table)} rows in {job.path}"
     )
-    _fit(job, table)
+    _fit(job, table, _fit_specs(job))
     _print_table(table, job.space)
 
 
 def _validate(job: _Job) -> None:
     table = LatencyTable.open(job.path, job.protocol, create=True)
+    fitting = _fit_specs(job)
     if not table.fit.fitted:
-        _fit(job, table)
-    fitting = space_fit_specs(job.space, job.options.fit_specs, seed=job.options.seed)
+        _fit(job, table, fitting)
     specs = sample_specs(job.space, job.options.specs, seed=job.options.seed, exclude=fitting)
     report = validate_table(
         table, specs, fit_specs=fitting if job.options.session_fit else (), rounds=job.options.rounds,
@@ -151,8 +152,11 @@ def _info(job: _Job) -> None:
         )
 
 
-def _fit(job: _Job, table: LatencyTable) -> None:
-    specs = space_fit_specs(job.space, job.options.fit_specs, seed=job.options.seed)
+def _fit_specs(job: _Job) -> list[ArchSpec]:
+    return space_fit_specs(job.space, job.options.fit_specs, seed=job.options.seed)
+
+
+def _fit(job: _Job, table: LatencyTable, specs: list[ArchSpec]) -> None:
     if not specs:
         return
     start = time.perf_counter()

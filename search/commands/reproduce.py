@@ -102,11 +102,12 @@ def _search(cfg: DictConfig, run_dir: Path, reference: str) -> None:
 
     winner = load_spec_file(winner_file)
     compare = typed(cfg.get("compare"), CompareConfig, "compare")
-    trainer = typed(trainer_preset(compare.trainer, "compare.trainer"), TrainConfig, "compare.trainer").replace(steps=compare.steps, progress=False)
+    trainer = typed(trainer_preset(compare.trainer, "compare.trainer"), TrainConfig, "compare.trainer")
+    trainer = trainer.replace(steps=compare.steps, progress=False)
     data = load_dataset(typed(cfg.data, DataConfig, "data"))
+    baseline = reference_spec(reference, num_classes=data.num_classes, resolution=data.resolution)
     results = {}
-    for name, spec in (("reference " + reference, reference_spec(reference, num_classes=data.num_classes,
-                                                                 resolution=data.resolution)),
+    for name, spec in (("reference " + reference, baseline.replace(in_channels=data.in_channels)),
                        ("found", winner)):
         torch.manual_seed(trainer.seed)
         model = build_model(spec)

@@ -79,8 +79,7 @@ def prepare_latency_table(components: Components) -> None:
 
 def print_report(report: SearchReport, run_dir: Path, url: str, top_k: int) -> None:
     print(f"\nbest candidates (of {len(report.found)} evaluated):")
-    best = sorted(report.found, key=lambda c: c.reward, reverse=True)[:top_k]
-    print(ranking_table(best, top_k=top_k))
+    print(ranking_table(report.found, top_k=top_k))
     if report.winner is not None:
         w = report.winner
         print(f"\nwinner: trial {w.number}, accuracy {w.accuracy:.4f}, latency {w.latency_ms:.3f} ms "

@@ -18,9 +18,10 @@ from dataclasses import dataclass
 import torch
 
 from search.netadapt.proposals import bottleneck_groups, structure
+from search_spaces.blocks import se_channels
 from search_spaces.builder import MobileNetV3Like, build_model
 from search_spaces.errors import MobilenasError
-from search_spaces.spec import ArchSpec, make_divisible
+from search_spaces.spec import ArchSpec
 
 
 class InheritError(MobilenasError, ValueError):
@@ -59,7 +60,7 @@ def _plan(spec: ArchSpec) -> tuple[dict[str, _Axes], dict[str, int]]:
         axes[f"{p}.dw.0"] = _Axes(exp, None, False)
         axes[f"{p}.dw.1"] = _Axes(exp, None, False)
         if block.se:
-            widths[f"q{i}"] = make_divisible(block.exp / 4, 8)
+            widths[f"q{i}"] = se_channels(block.exp)
             axes[f"{p}.se.reduce"] = _Axes(f"q{i}", exp, True)
             axes[f"{p}.se.expand"] = _Axes(exp, f"q{i}", False)
         axes[f"{p}.project.0"] = _Axes(out_group[i], exp, True)

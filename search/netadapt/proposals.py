@@ -51,11 +51,6 @@ class BottleneckGroup:
         after = (self.blocks[-1] + 1) if self.blocks else 0
         return members + ((after,) if after < num_blocks else ())
 
-    @property
-    def label(self) -> str:
-        parts = (["stem"] if self.stem else []) + [f"b{i}" for i in self.blocks]
-        return "+".join(parts)
-
 
 @dataclass(frozen=True)
 class Proposal:

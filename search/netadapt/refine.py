@@ -18,6 +18,7 @@ from torch import nn
 
 from evaluators.data import DatasetSplits
 from evaluators.training import TrainConfig, evaluate, fit, save_weights
+from search.export import materialize
 from search.netadapt.config import NetAdaptConfig
 from search.netadapt.loop import Evaluate, FineTune, NetAdaptResult, netadapt
 from search_spaces.blockstring import from_string
@@ -61,16 +62,12 @@ def trainer_hooks(data: DatasetSplits, trainer: TrainConfig, *, lr_scale: float,
 def seed_model(spec: ArchSpec, data: DatasetSplits, trainer: TrainConfig, *,
                weights: Mapping[str, torch.Tensor] | None, pretrain_steps: int,
                run_dir: str | Path | None) -> MobileNetV3Like:
-    """The seed network: ``weights`` loaded strictly, or trained ``pretrain_steps`` steps with
-    ``trainer`` (checkpointed in ``run_dir/seed_training``, so a rerun does not train it again)."""
-    model = build_model(spec)
+    """The seed network, in train mode: ``weights`` loaded strictly, or trained ``pretrain_steps``
+    steps with ``trainer`` (checkpointed in ``run_dir/seed_training``, so a rerun does not train it
+    again)."""
     if weights is not None:
-        try:
-            model.load_state_dict(dict(weights), strict=True)
-        except RuntimeError as err:
-            detail = str(err).strip().splitlines()[-1].strip()
-            raise MobilenasError(f"seed weights do not fit the seed spec {spec} ({detail})") from None
-        return model
+        return materialize(spec, weights, where="seed weights").train()
+    model = build_model(spec)
     if pretrain_steps == 0:
         logger.warning("refining an untrained seed (netadapt.pretrain_steps=0 and no weights)")
         return model

@@ -114,6 +114,17 @@ def test_layer_fields_instead_of_keys(tmp_path, spec):
     assert LatencyTable.open(tmp_path / "t.json", PHONE).rows == {layer.key: 0.5}
 
 
+def test_protocol_cells_are_read_as_the_protocol_stores_them(tmp_path, spec):
+    key = list(spec.layers())[1].key
+    row = {"key": key, "latency_ms": "0.5", "device": "pixel7-tflite", "drift_correction": "auto"}
+    write(tmp_path / "p.csv", [row], columns=("key", "latency_ms", "device", "drift_correction"))
+    import_csv(tmp_path / "p.csv", tmp_path / "p.json", PHONE)  # auto is none on an external device
+    assert LatencyTable.open(tmp_path / "p.json", PHONE).rows == {key: 0.5}
+    write(tmp_path / "r.csv", [{**row, "drift_correction": "reference"}], columns=tuple(row))
+    with pytest.raises(TableFileError, match="column drift_correction is 'reference' but the import's protocol has 'none'"):
+        import_csv(tmp_path / "r.csv", tmp_path / "r.json", PHONE)
+
+
 @pytest.mark.parametrize(
     ("rows", "columns", "message"),
     [

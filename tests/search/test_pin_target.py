@@ -36,3 +36,24 @@ def test_target_and_measured_latency_unit_are_kept_in_the_study(tmp_path):
     resumed = pin_target(later, settings, study_cfg, url)
     assert later.latency.reference_ms == unit and resumed.latency.reference_ms == unit
     assert later.objective.target_ms == pytest.approx(1.0)
+
+
+def test_only_a_changed_target_setting_is_warned_about_on_resume(tmp_path, caplog):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study_cfg = StudyConfig(name="ratio")
+    cfg = LatencyConfig(warmup=1, runs=3, tables_dir=str(tmp_path / "tables"), auto_fit=False)
+    settings = SearchSettings(latency=cfg, objective=ObjectiveConfig(mode="hard", target_ratio=0.8))
+    first = components(latency_evaluator(cfg, 32))
+    first.objective = Objective.from_config(settings.objective, seed_latency_ms=2.0)
+    pin_target(first, settings, study_cfg, url)
+
+    rerun = components(latency_evaluator(cfg, 32))
+    rerun.objective = Objective.from_config(settings.objective, seed_latency_ms=2.1)  # a noisy re-measure
+    with caplog.at_level("WARNING", logger="mobilenas.search"):
+        pin_target(rerun, settings, study_cfg, url)
+    assert rerun.objective.target_ms == pytest.approx(1.6) and "keeps its target" not in caplog.text
+
+    changed = SearchSettings(latency=cfg, objective=ObjectiveConfig(mode="hard", target_ratio=0.5))
+    with caplog.at_level("WARNING", logger="mobilenas.search"):
+        pin_target(components(latency_evaluator(cfg, 32)), changed, study_cfg, url)
+    assert "keeps its target 1.6000 ms" in caplog.text and "'target_ratio': 0.5" in caplog.text
