@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 PIP     = $(PY) -m pip install -q -c constraints.txt
 
-.PHONY: setup run test test-fast bench clean
+.PHONY: setup run test test-fast clean
 
 setup: $(VENV)/.installed
 

@@ -8,6 +8,7 @@ Bad input ends with a one-line ``error:`` message and exit status 2, never a tra
 from __future__ import annotations
 
 import importlib
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,7 +22,6 @@ CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 # name -> (module, one-line description). The order is the order of the help text.
 COMMANDS: dict[str, tuple[str, str]] = {
     "show": ("search.commands.show", "show an architecture as a layer table with params and MAdds"),
-    "space": ("search.commands.space", "describe a search space: stages, choices, size"),
     "measure": ("search.commands.measure", "measure the latency of an architecture"),
     "lut": ("search.commands.lut", "build, validate, import or list a latency lookup table"),
     "train": ("search.commands.train", "train an architecture on a data set"),
@@ -54,6 +54,44 @@ def _guarded(run: Callable[[DictConfig], None]) -> Callable[[DictConfig], None]:
     return task
 
 
+def composition_error(name: str, overrides: Sequence[str]) -> str | None:
+    """Compose the command's config with ``overrides`` as Hydra will; a one-line message
+    naming the bad key, group or option and what is allowed, or None when it composes."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException, MissingConfigException, OverrideParseException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+            compose(config_name=name, overrides=list(overrides), return_hydra_config=True)
+        return None
+    except OverrideParseException as err:
+        bad = re.search(r"override '([^']*)'", str(err))
+        return f"{bad.group(1) if bad else 'an argument'!r} is not key=value (e.g. arch=mobilenet_v3_small)"
+    except MissingConfigException as err:
+        found = re.search(r"Could not find '([^/']+)/([^']+)'", str(err))
+        if not found:
+            return str(err).splitlines()[0]
+        group, option = found.groups()
+        options = sorted(f.stem for f in (CONF_DIR / group).glob("*.yaml"))
+        return f"{group}={option}: no such option; allowed: {', '.join(options)}"
+    except (HydraException, OmegaConfBaseException) as err:
+        cause = err.__cause__
+        key = getattr(cause, "full_key", None)
+        if key:
+            with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+                base = compose(config_name=name)
+            parent, _, leaf = str(key).rpartition(".")
+            node = OmegaConf.select(base, parent) if parent else base
+            keys = ", ".join(str(k) for k in node) if isinstance(node, DictConfig) else ""
+            return f"{key}: unknown key for mobilenas {name}" + (f"; allowed: {keys}" if keys else "")
+        group = re.search(r"Could not override '([^']+)'\. No match in the defaults list", str(err))
+        if group:
+            return f"{group.group(1)}: mobilenas {name} has no such config group (see mobilenas {name} --help)"
+        return str(err).splitlines()[0]
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     import hydra
 
@@ -65,6 +103,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     if name not in COMMANDS:
         print(f"error: unknown command {name!r}; allowed: {', '.join(COMMANDS)}", file=sys.stderr)
         sys.exit(2)
+    overrides = args[1:]
+    if not any(arg.startswith("-") for arg in overrides):  # --help, --cfg, -m: Hydra's own
+        problem = composition_error(name, overrides)
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            sys.exit(2)
     module = importlib.import_module(COMMANDS[name][0])
     sys.argv = [f"mobilenas {name}", *args[1:]]
     app = hydra.main(version_base=None, config_path=str(CONF_DIR), config_name=name)(

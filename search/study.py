@@ -74,8 +74,6 @@ def open_storage(url: str) -> BaseStorage:
 def make_sampler(cfg: StudyConfig, objective: Objective, *, seed: int) -> optuna.samplers.BaseSampler:
     """TPE (single objective) or NSGA-II (Pareto) by default; both read the latency constraint
     that hard-budget trials set with ``Trial.set_constraint``."""
-    if cfg.sampler not in SAMPLERS:
-        raise StudyConfigError(f"study.sampler: {cfg.sampler!r} is not one of {', '.join(SAMPLERS)}")
     kind = cfg.sampler
     if kind == "auto":
         kind = "nsga2" if objective.multi_objective else "tpe"
@@ -91,8 +89,6 @@ def make_sampler(cfg: StudyConfig, objective: Objective, *, seed: int) -> optuna
 
 
 def make_pruner(cfg: StudyConfig, objective: Objective) -> optuna.pruners.BasePruner:
-    if cfg.pruner not in PRUNERS:
-        raise StudyConfigError(f"study.pruner: {cfg.pruner!r} is not one of {', '.join(PRUNERS)}")
     if cfg.pruner == "none" or objective.multi_objective:  # Optuna prunes single-objective only
         return optuna.pruners.NopPruner()
     if cfg.pruner == "hyperband":
@@ -124,6 +120,11 @@ def open_study(cfg: StudyConfig, objective: Objective, url: str, *, worker: int 
 
 
 def validate(cfg: StudyConfig) -> None:
+    """Raise :class:`StudyConfigError` naming the first bad field of ``cfg``."""
+    if cfg.sampler not in SAMPLERS:
+        raise StudyConfigError(f"study.sampler: {cfg.sampler!r} is not one of {', '.join(SAMPLERS)}")
+    if cfg.pruner not in PRUNERS:
+        raise StudyConfigError(f"study.pruner: {cfg.pruner!r} is not one of {', '.join(PRUNERS)}")
     if cfg.n_trials < 1:
         raise StudyConfigError(f"study.n_trials must be >= 1, got {cfg.n_trials}")
     if cfg.workers < 1:

@@ -92,8 +92,10 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None]) -> 
     umask = os.umask(0)
     os.umask(umask)
     try:
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make every saved file private
         write(tmp)
+        # after writing: mkstemp's 0600, or a writer that recreates the file (safetensors),
+        # would make the saved file private
+        os.chmod(tmp, 0o666 & ~umask)
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)

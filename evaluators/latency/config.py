@@ -36,7 +36,18 @@ class LatencyConfig:
     fit_rounds: int = 3  # interleaved rounds when timing networks for the fit
     reference_ms: float | None = None  # mode=measure: drift-correction unit; null: calibrated (tables keep their own)
 
+    def validate(self) -> None:
+        """Raise :class:`ProtocolError` naming the first bad setting outside the protocol's own."""
+        if self.mode not in MODES:
+            raise ProtocolError(f"latency.mode: must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if isinstance(self.fit_rounds, bool) or not isinstance(self.fit_rounds, int) or self.fit_rounds < 1:
+            raise ProtocolError(f"latency.fit_rounds: must be an integer >= 1, got {self.fit_rounds!r}")
+        if self.reference_ms is not None and not self.reference_ms > 0:
+            raise ProtocolError(f"latency.reference_ms: must be a positive number of ms or null, got {self.reference_ms!r}")
+
     def protocol(self, resolution: int) -> LatencyProtocol:
+        """The protocol of these settings at ``resolution`` (validated)."""
+        self.validate()
         return LatencyProtocol(
             device=self.device,
             threads=self.threads,
@@ -77,10 +88,6 @@ def latency_evaluator(cfg: LatencyConfig, resolution: int) -> LutLatency | Measu
     ``mode=lut`` opens (or starts) the table for the protocol; a table for another protocol
     or machine raises :class:`ProtocolMismatchError`. ``mode=measure`` needs a device of this
     machine."""
-    if cfg.mode not in MODES:
-        raise ProtocolError(f"latency.mode: must be one of {', '.join(MODES)}, got {cfg.mode!r}")
-    if isinstance(cfg.fit_rounds, bool) or not isinstance(cfg.fit_rounds, int) or cfg.fit_rounds < 1:
-        raise ProtocolError(f"latency.fit_rounds: must be an integer >= 1, got {cfg.fit_rounds!r}")
     protocol = cfg.protocol(resolution)
     if cfg.mode == "measure":
         return MeasuredLatency(protocol, reference_ms=cfg.reference_ms)

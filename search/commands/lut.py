@@ -62,6 +62,8 @@ def run(cfg: DictConfig) -> None:
     options = typed({k: v for k, v in cfg.items() if k not in ("latency", "space")}, LutConfig, "lut")
     if options.action not in ACTIONS:
         raise ConfigError(f"lut.action: {options.action!r} is not one of {', '.join(ACTIONS)}")
+    if options.fit_specs < 0:
+        raise ConfigError(f"lut.fit_specs: must be >= 0 (0: no fit), got {options.fit_specs}")
     for name in ("specs", "rounds"):
         if getattr(options, name) < 1:
             raise ConfigError(f"lut.{name}: must be >= 1, got {getattr(options, name)}")

@@ -90,20 +90,20 @@ def _search(cfg: DictConfig, run_dir: Path, reference: str) -> None:
     from evaluators.data import DataConfig, load_dataset
     from evaluators.training import TrainConfig, fit
     from search.commands import search as search_command
+    from search_spaces.serialize import load_spec_file
 
+    compare = typed(cfg.get("compare"), CompareConfig, "compare")  # checked before the long search
+    if compare.steps < 1:
+        raise ConfigError(f"compare.steps: must be >= 1, got {compare.steps}")
+    trainer = typed(trainer_preset(compare.trainer, "compare.trainer"), TrainConfig, "compare.trainer")
+    trainer = trainer.replace(steps=compare.steps, progress=False)
     # the V3 recipe (3 warm-up epochs from 1% lr, EMA 0.9999) leaves short proxies at chance
     with open_dict(cfg):
         cfg.trainer = trainer_preset(cfg.get("search_trainer", "fast"), "search_trainer")
     print(f"search and NetAdapt train with the {cfg.get('search_trainer', 'fast')!r} trainer preset")
     search_command.run(cfg)
     refined = run_dir / "refine" / "winner.json"
-    winner_file = refined if refined.exists() else run_dir / "winner.json"
-    from search_spaces.serialize import load_spec_file
-
-    winner = load_spec_file(winner_file)
-    compare = typed(cfg.get("compare"), CompareConfig, "compare")
-    trainer = typed(trainer_preset(compare.trainer, "compare.trainer"), TrainConfig, "compare.trainer")
-    trainer = trainer.replace(steps=compare.steps, progress=False)
+    winner = load_spec_file(refined if refined.exists() else run_dir / "winner.json")
     data = load_dataset(typed(cfg.data, DataConfig, "data"))
     baseline = reference_spec(reference, num_classes=data.num_classes, resolution=data.resolution)
     results = {}

@@ -19,6 +19,7 @@ from search.config import ConfigError, typed
 from search.results import ranking_table
 from search.runner import Components, SearchReport, run_search, write_results
 from search.study import StudyConfig, storage_url
+from search.study import validate as validate_study
 
 
 @dataclass
@@ -46,6 +47,7 @@ def settings_from(cfg: DictConfig) -> tuple[SearchSettings, StudyConfig, Results
     from search_spaces.config import SpaceConfig
 
     study = typed(cfg.study, StudyConfig, "study")
+    validate_study(study)  # before the latency table and the workers are set up
     results = typed(cfg.get("results"), ResultsConfig, "results")
     settings = SearchSettings(
         space=typed(cfg.space, SpaceConfig, "space"),

@@ -72,6 +72,8 @@ def prepare_job(cfg: DictConfig) -> TrainJob:
     """A new run in Hydra's run dir, or the saved options of the run to resume."""
     fields = {k: cfg.get(k) for k in TrainOptions.__dataclass_fields__ if k in cfg}
     options = typed(fields, TrainOptions, "train")
+    if options.threads < 0:
+        raise ConfigError(f"train.threads: must be >= 0 (0: torch's default), got {options.threads}")
     if options.threads > 0:
         torch.set_num_threads(options.threads)
     resume_dir = _resume_dir(options.resume)

@@ -45,3 +45,52 @@ def test_unknown_command_and_usage():
     assert result.returncode == 0
     for name in COMMANDS:
         assert f"  {name}" in result.stdout
+
+
+def test_every_listed_command_has_a_module_and_a_config():
+    import importlib
+
+    from search.cli import CONF_DIR
+
+    for name, (module, _) in COMMANDS.items():
+        assert callable(importlib.import_module(module).run)
+        assert (CONF_DIR / f"{name}.yaml").is_file()
+
+
+def test_config_composition_errors_are_one_line_naming_what_is_allowed():
+    from search.cli import composition_error
+
+    assert composition_error("show", ["arch=mobilenet_v3_small"]) is None
+    assert composition_error("show", ["foo=1"]) == (
+        "foo: unknown key for mobilenas show; allowed: arch, width_mult, num_classes, resolution, format"
+    )
+    assert composition_error("search", ["latency.speed=1"]).startswith(
+        "latency.speed: unknown key for mobilenas search; allowed: device, threads,"
+    )
+    assert composition_error("search", ["data=imagenet"]) == (
+        "data=imagenet: no such option; allowed: cifar10, cifar100, fashion_mnist, folder, kmnist, mnist, synthetic"
+    )
+    assert composition_error("show", ["data=cifar10"]) == (
+        "data: mobilenas show has no such config group (see mobilenas show --help)"
+    )
+    assert composition_error("show", ["arch"]) == "'arch' is not key=value (e.g. arch=mobilenet_v3_small)"
+    result = run_cli("train", "trainer=adam")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: trainer=adam: no such option; allowed: fast, sgd, v3_recipe"
+
+
+def test_bad_values_are_refused_before_any_heavy_work(tmp_path, capsys):
+    import pytest
+
+    cases = [
+        (["search", "study.workers=0"], "error: study.workers must be >= 1, got 0"),
+        (["search", "study.sampler=grid"], "error: study.sampler: 'grid' is not one of tpe, random, nsga2, auto"),
+        (["lut", "latency.fit_rounds=0"], "error: latency.fit_rounds: must be an integer >= 1, got 0"),
+        (["measure", "latency.mode=guess"], "error: latency.mode: must be one of lut, measure, got 'guess'"),
+        (["train", "threads=-2"], "error: train.threads: must be >= 0 (0: torch's default), got -2"),
+        (["reproduce", "action=search", "compare.steps=0"], "error: compare.steps: must be >= 1, got 0"),
+    ]
+    for args, message in cases:
+        with pytest.raises(SystemExit) as exit_:
+            main([*args, f"hydra.run.dir={tmp_path}/run"])
+        assert exit_.value.code == 2 and capsys.readouterr().err.strip() == message

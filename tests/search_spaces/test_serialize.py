@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 
 import pytest
 
@@ -103,3 +105,20 @@ def test_save_is_atomic_and_leaves_no_temp_files(tmp_path):
 def test_load_spec_refuses_unknown_source():
     with pytest.raises(SpecError, match=r"arch 'mobilenet_v9' is not a reference"):
         serialize.load_spec("mobilenet_v9")
+
+
+def test_atomic_write_leaves_files_readable_even_when_the_writer_recreates_them(tmp_path):
+    def recreate_private(tmp: str) -> None:  # as safetensors does
+        os.unlink(tmp)
+        fd = os.open(tmp, os.O_CREAT | os.O_WRONLY, 0o600)
+        os.write(fd, b"weights")
+        os.close(fd)
+
+    umask = os.umask(0o022)
+    try:
+        path = serialize.atomic_write(tmp_path / "weights.bin", recreate_private)
+    finally:
+        os.umask(umask)
+    assert path.read_bytes() == b"weights"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["weights.bin"]
