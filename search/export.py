@@ -209,17 +209,10 @@ def _write_files(tmp: Path, spec: ArchSpec, model: MobileNetV3Like, metadata: di
     return ExportResult(out_dir=tmp, spec=spec, files=files, cost=cost, checks=checks, metadata=metadata)
 
 
-def _open_permissions(root: Path) -> None:
-    """mkdtemp/mkstemp create private (0700/0600) entries: give them the usual umask-based modes."""
+def _move_into_place(tmp: Path, out: Path, *, overwrite: bool) -> None:
     umask = os.umask(0)
     os.umask(umask)
-    root.chmod(0o777 & ~umask)
-    for path in root.iterdir():
-        path.chmod(0o666 & ~umask)
-
-
-def _move_into_place(tmp: Path, out: Path, *, overwrite: bool) -> None:
-    _open_permissions(tmp)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp's 0700; the files inside come from atomic_write, already open
     if out.exists():
         if not overwrite:
             raise ExportError(f"{out}: already exists; choose another out= or pass overwrite=true")

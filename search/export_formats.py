@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,11 +47,6 @@ class OnnxInfo:
     max_abs_diff: float
 
 
-def write_atomic(path: Path, write: Callable[[Path], None]) -> Path:
-    """:func:`search_spaces.serialize.atomic_write` for writers that take a ``Path``."""
-    return atomic_write(path, lambda tmp: write(Path(tmp)))
-
-
 def check_input(spec: ArchSpec, batch: int = 2, *, seed: int = 0) -> torch.Tensor:
     """A fixed random input of ``spec``'s shape (batch > 1 checks the dynamic batch axis)."""
     generator = torch.Generator().manual_seed(seed)
@@ -71,23 +65,23 @@ def write_torchscript(model: nn.Module, path: Path, inputs: torch.Tensor) -> Tor
             module, mode = torch.jit.script(model), "script"
         except Exception:  # scripting failed; tracing is exact for these static networks
             module, mode = torch.jit.trace(model, inputs), "trace"
-        write_atomic(path, lambda tmp: torch.jit.save(module, str(tmp)))
+        atomic_write(path, lambda tmp: torch.jit.save(module, tmp))
         loaded = torch.jit.load(str(path), map_location="cpu")
     with torch.no_grad():
         return TorchScriptInfo(mode=mode, max_abs_diff=_max_abs_diff(loaded(inputs), model(inputs)))
 
 
-def _export_legacy(model: nn.Module, inputs: torch.Tensor, tmp: Path, opset: int) -> None:
+def _export_legacy(model: nn.Module, inputs: torch.Tensor, tmp: str, opset: int) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
-            model, (inputs,), str(tmp), dynamo=False, opset_version=opset,
+            model, (inputs,), tmp, dynamo=False, opset_version=opset,
             input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
             dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
         )
 
 
-def _export_dynamo(model: nn.Module, inputs: torch.Tensor, tmp: Path, opset: int) -> None:
+def _export_dynamo(model: nn.Module, inputs: torch.Tensor, tmp: str, opset: int) -> None:
     quiet = logging.getLogger("torch.onnx._internal.exporter._registration")  # "torchvision is not installed"
     level = quiet.level
     quiet.setLevel(logging.ERROR)
@@ -101,7 +95,7 @@ def _export_dynamo(model: nn.Module, inputs: torch.Tensor, tmp: Path, opset: int
         quiet.setLevel(level)
     if program is None:
         raise ExportError("the dynamo ONNX exporter returned no program")
-    program.save(str(tmp))
+    program.save(tmp)
 
 
 def _run_onnx(path: Path, inputs: torch.Tensor) -> torch.Tensor:
@@ -114,14 +108,15 @@ def _run_onnx(path: Path, inputs: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(output)
 
 
-def check_onnx_options(opset: int, exporter: str) -> None:
-    """Raise :class:`ExportError` for an unknown exporter or an opset it cannot write."""
+def check_onnx_options(opset: int, exporter: str, *, prefix: str = "") -> None:
+    """Raise :class:`ExportError` for an unknown exporter or an opset it cannot write; the
+    fields are named with ``prefix`` (``export.`` on the command line)."""
     if exporter not in ONNX_EXPORTERS:
-        raise ExportError(f"onnx_exporter: {exporter!r} is not one of {', '.join(ONNX_EXPORTERS)}")
+        raise ExportError(f"{prefix}onnx_exporter: {exporter!r} is not one of {', '.join(ONNX_EXPORTERS)}")
     if isinstance(opset, bool) or not isinstance(opset, int) or opset < MIN_OPSET:
-        raise ExportError(f"opset: must be an integer >= {MIN_OPSET}, got {opset!r}")
+        raise ExportError(f"{prefix}opset: must be >= {MIN_OPSET}, got {opset!r}")
     if exporter == "dynamo" and opset < DYNAMO_MIN_OPSET:
-        raise ExportError(f"opset: the dynamo exporter writes opset >= {DYNAMO_MIN_OPSET}, got {opset}; "
+        raise ExportError(f"{prefix}opset: the dynamo exporter writes opset >= {DYNAMO_MIN_OPSET}, got {opset}; "
                           f"use opset={DYNAMO_MIN_OPSET} or onnx_exporter=legacy")
 
 
@@ -138,7 +133,7 @@ def write_onnx(model: nn.Module, path: Path, inputs: torch.Tensor, *, opset: int
     used = exporter
     if exporter in ("auto", "legacy"):
         try:
-            write_atomic(path, lambda tmp: _export_legacy(model, inputs, tmp, opset))
+            atomic_write(path, lambda tmp: _export_legacy(model, inputs, tmp, opset))
             used = "legacy"
         except Exception as err:  # the legacy exporter may be gone from this torch
             if exporter == "legacy":
@@ -148,7 +143,7 @@ def write_onnx(model: nn.Module, path: Path, inputs: torch.Tensor, *, opset: int
     if used == "dynamo":
         opset = max(opset, DYNAMO_MIN_OPSET)
         try:
-            write_atomic(path, lambda tmp: _export_dynamo(model, inputs, tmp, opset))
+            atomic_write(path, lambda tmp: _export_dynamo(model, inputs, tmp, opset))
         except ExportError:
             raise
         except Exception as err:  # report any exporter failure as an export error

@@ -62,8 +62,9 @@ class DataConfig:
         if self.channels not in (1, 3):
             raise DataError(f"data.channels: must be 1 or 3, got {self.channels}")
         for key in ("val_size", "test_size"):
-            if getattr(self, key) < 0:
-                raise DataError(f"data.{key}: must be >= 0 (a fraction below 1, else a count)")
+            value = getattr(self, key)
+            if value < 0 or (value >= 1 and value != int(value)):
+                raise DataError(f"data.{key}: must be a fraction below 1 or a whole count, got {value}")
         for key in ("train_subset", "val_subset", "test_subset"):
             value = getattr(self, key)
             if value is not None and value < 1:

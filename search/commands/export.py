@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 from search.commands.show import resolve_arch
 from search.config import ConfigError, typed
 from search.export import ExportOptions, ExportResult, export_model
-from search.export_formats import MIN_OPSET, ONNX_EXPORTERS
+from search.export_formats import check_onnx_options
 from search.export_sources import ExportSource, arch_name, read_run
 from search_spaces.reference import REFERENCES
 
@@ -69,11 +69,7 @@ def summary(result: ExportResult) -> str:
 
 def run(cfg: DictConfig) -> None:
     options = typed(cfg, ExportConfig, "export")
-    if options.onnx_exporter not in ONNX_EXPORTERS:
-        raise ConfigError(f"export.onnx_exporter: {options.onnx_exporter!r} is not one of "
-                          f"{', '.join(ONNX_EXPORTERS)}")
-    if options.opset < MIN_OPSET:
-        raise ConfigError(f"export.opset: must be >= {MIN_OPSET}, got {options.opset}")
+    check_onnx_options(options.opset, options.onnx_exporter, prefix="export.")  # before reading the run
     source = _source(options)
     name = options.name or source.name
     out = Path(options.out) if options.out else Path("runs") / "export" / name

@@ -230,6 +230,8 @@ def test_bad_data_config_names_the_field():
         load_dataset(DataConfig(num_classes=50))
     with pytest.raises(DataError, match=r"data.mean: needs 3 values"):
         load_dataset(DataConfig(mean=[0.5]))
+    with pytest.raises(DataError, match=r"data.val_size: must be a fraction below 1 or a whole count, got 2.5"):
+        load_dataset(DataConfig(val_size=2.5))
 
 
 @pytest.mark.parametrize("name", list(DATASETS))

@@ -124,6 +124,18 @@ def test_export_json_is_machine_readable(spec, exported):
                                       "model.torchscript.pt", "model.onnx"}
 
 
+def test_exported_files_are_readable_like_any_other_file(exported):
+    import os
+    import stat
+
+    umask = os.umask(0)
+    os.umask(umask)
+    out = exported[1].out_dir
+    assert stat.S_IMODE(out.stat().st_mode) == 0o777 & ~umask
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()}
+    assert "weights.safetensors" in modes and set(modes.values()) == {0o666 & ~umask}
+
+
 def test_untrained_export_is_seeded_and_says_so(spec, tmp_path):
     a = export_model(spec, None, tmp_path / "a", onnx=False, torchscript=False)
     b = export_model(spec, None, tmp_path / "b", onnx=False, torchscript=False)
