@@ -48,10 +48,7 @@ class LutLatency:
 
     def fit_references(self, spec: ArchSpec) -> None:
         """Fit the table's overhead on the V3 references at ``spec``'s classes and resolution."""
-        references = reference_fit_specs(
-            num_classes=spec.num_classes, resolution=spec.resolution, in_channels=spec.in_channels
-        )
-        specs = list(dict.fromkeys([*references, spec]))
+        specs = list(dict.fromkeys([*reference_fit_specs(spec), spec]))
         log.info("latency: fitting the overhead of %s on %d reference networks", self.table.path, len(specs))
         fit = self.table.fit_overhead(specs, rounds=self.fit_rounds)
         log.info(

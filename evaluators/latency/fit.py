@@ -88,12 +88,13 @@ def fit_scale_overhead(sums_ms: Sequence[float], measured_ms: Sequence[float]) -
     )
 
 
-def reference_fit_specs(*, num_classes: int, resolution: int, in_channels: int = 3) -> list[ArchSpec]:
-    """MobileNetV3-Large and -Small at widths 0.5-1.25: networks spanning a wide latency range
-    (about 4x), which pins the fit's slope down."""
-    specs = [
-        reference_spec(name, width_mult=w, num_classes=num_classes, resolution=resolution)
+def reference_fit_specs(like: ArchSpec) -> list[ArchSpec]:
+    """MobileNetV3-Large and -Small at widths 0.5-1.25, with ``like``'s classes, resolution and
+    input channels: networks spanning a wide latency range (about 4x), which pins the fit's
+    slope down."""
+    return [
+        reference_spec(name, width_mult=w, num_classes=like.num_classes, resolution=like.resolution)
+        .replace(in_channels=like.in_channels)
         for name in REFERENCES
         for w in REFERENCE_WIDTHS
     ]
-    return [s.replace(in_channels=in_channels) for s in specs] if in_channels != 3 else specs

@@ -34,11 +34,8 @@ def space_fit_specs(space: SearchSpace, n: int, *, seed: int = 0) -> list[ArchSp
     if n <= 0:
         return []
     first = space.seed
-    references = reference_fit_specs(
-        num_classes=first.num_classes, resolution=first.resolution, in_channels=first.in_channels
-    )
     samples = sample_specs(space, n - 1, seed=seed + 1, exclude=[first])
-    return list(dict.fromkeys([first, *samples, *references]))
+    return list(dict.fromkeys([first, *samples, *reference_fit_specs(first)]))
 
 
 @dataclass(frozen=True)
