@@ -77,9 +77,9 @@ class CandidateObjective:
         if self.objective.multi_objective:
             return None  # Optuna cannot prune multi-objective studies
 
-        def report(step: int, value: float) -> None:
+        def report(step: int, value: float, last: bool) -> None:
             trial.report(value, step)
-            if trial.should_prune():
+            if not last and trial.should_prune():  # a fully evaluated candidate stays in the ranking
                 raise optuna.TrialPruned(f"pruned at step {step} with accuracy {value:.4f}")
 
         return report

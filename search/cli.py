@@ -2,7 +2,9 @@
 
 Each command is a module ``search.commands.<name>`` with a ``run(cfg)`` function and a primary
 config ``conf/<name>.yaml`` that composes the shared groups (space, data, latency, ...).
-Bad input ends with a one-line ``error:`` message and exit status 2, never a traceback.
+Bad input ends with a one-line ``error:`` message and exit status 2, a run that fails (diverged
+training, a failed export check) with a one-line ``failed:`` message and exit status 1; never a
+traceback.
 """
 
 from __future__ import annotations
@@ -13,9 +15,12 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
-from search_spaces.errors import MobilenasError
+from search.config import typed
+from search_spaces.errors import MobilenasError, RunFailure
+from search_spaces.limits import SpecLimits, set_limits
+from search_spaces.serialize import atomic_write_text
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
@@ -40,18 +45,76 @@ def usage() -> str:
     return "\n".join(lines)
 
 
+def mask_saved_configs() -> None:
+    """Rewrite the configs Hydra saved in the run directory (``.hydra/*.yaml``, written before the
+    task starts) with the passwords of URLs in them masked, e.g. ``study.storage``'s."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from search.study import mask_secrets
+
+    hydra_cfg = HydraConfig.get()
+    if not hydra_cfg.output_subdir:
+        return
+    saved = Path(hydra_cfg.runtime.output_dir) / hydra_cfg.output_subdir
+    for path in saved.glob("*.yaml"):
+        text = path.read_text()
+        masked = mask_secrets(text)
+        if masked != text:
+            atomic_write_text(path, masked)
+
+
 def _guarded(run: Callable[[DictConfig], None]) -> Callable[[DictConfig], None]:
     def task(cfg: DictConfig) -> None:
+        from search.study import mask_secrets
+
         try:
+            mask_saved_configs()
+            set_limits(typed(cfg.get("limits"), SpecLimits, "limits"))
+            with open_dict(cfg):  # applied: the commands' own schemas do not list them
+                cfg.pop("limits", None)
             run(cfg)
         except MobilenasError as err:
-            print(f"error: {err}", file=sys.stderr)
+            print(f"error: {mask_secrets(str(err))}", file=sys.stderr)
             sys.exit(2)
+        except RunFailure as err:
+            print(f"failed: {mask_secrets(str(err))}", file=sys.stderr)
+            sys.exit(1)
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             sys.exit(130)
 
     return task
+
+
+PAIRS = {"[": "]", "{": "}", "(": ")"}
+
+
+def unbalanced(override: str) -> str | None:
+    """What is unbalanced in ``override``'s value (brackets, braces, quotes), with the fix, or None."""
+    key, _, value = override.partition("=")
+    stack: list[str] = []
+    quote = ""
+    for char in value:
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char in PAIRS:
+            stack.append(char)
+        elif char in PAIRS.values():
+            if not stack or PAIRS[stack[-1]] != char:
+                opener = next(o for o, c in PAIRS.items() if c == char)
+                return (f"unbalanced brackets ({char!r} without {opener!r}); "
+                        f"e.g. {key}={opener}{value.rstrip(char)}{char}" if not stack else
+                        f"unbalanced brackets ({stack[-1]!r} closed by {char!r})")
+            stack.pop()
+    if quote:
+        return f"unbalanced quotes ({quote} opened, not closed); e.g. {key}={value}{quote}"
+    if stack:
+        closers = "".join(PAIRS[o] for o in reversed(stack))
+        return (f"unbalanced brackets ({stack[-1]!r} opened, no {PAIRS[stack[-1]]!r}); "
+                f"e.g. {key}={value}{closers}")
+    return None
 
 
 def composition_error(name: str, overrides: Sequence[str]) -> str | None:
@@ -67,6 +130,10 @@ def composition_error(name: str, overrides: Sequence[str]) -> str | None:
             compose(config_name=name, overrides=list(overrides), return_hydra_config=True)
         return None
     except OverrideParseException as err:
+        for override in overrides:
+            problem = unbalanced(override)
+            if problem:
+                return f"{override}: {problem}"
         bad = re.search(r"override '([^']*)'", str(err))
         return f"{bad.group(1) if bad else 'an argument'!r} is not key=value (e.g. arch=mobilenet_v3_small)"
     except MissingConfigException as err:
@@ -107,7 +174,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not any(arg.startswith("-") for arg in overrides):  # --help, --cfg, -m: Hydra's own
         problem = composition_error(name, overrides)
         if problem:
-            print(f"error: {problem}", file=sys.stderr)
+            from search.study import mask_secrets
+
+            print(f"error: {mask_secrets(problem)}", file=sys.stderr)
             sys.exit(2)
     module = importlib.import_module(COMMANDS[name][0])
     sys.argv = [f"mobilenas {name}", *args[1:]]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from evaluators.accuracy import ProxyConfig, accuracy_evaluator, proxy_data_config
 from evaluators.data import DataConfig, load_dataset
@@ -15,7 +16,10 @@ from search.objectives import Objective, ObjectiveConfig
 from search.runner import Components
 from search.study import StudyConfig, open_study
 from search_spaces.config import SpaceConfig, build_space
+from search_spaces.errors import MobilenasError
 from search_spaces.reference import REFERENCES, reference_spec
+from search_spaces.space import SearchSpace
+from search_spaces.spec import ACTIVATIONS, ArchSpec
 
 log = logging.getLogger("mobilenas.search")
 
@@ -49,6 +53,34 @@ def build_components(settings: SearchSettings) -> Components:
                       .replace(in_channels=in_channels) for name in REFERENCES}
     return Components(space=space, objective=objective, accuracy=accuracy, latency=latency,
                       references=references, data=data)
+
+
+def extreme_spec(space: SearchSpace, *, smallest: bool) -> ArchSpec:
+    """The space's smallest architecture, or its largest: in every dimension the choice that costs
+    least (most): depth, width, expansion, kernel, SE off (on), ReLU (hard-swish)."""
+    pick = min if smallest else max
+    params: dict[str, Any] = {}
+    for stage in space.stages:
+        prefix, depth = f"s{stage.index}", pick(stage.depths)
+        params.update({f"{prefix}.depth": depth, f"{prefix}.width": pick(space.widths)})
+        for j in range(depth):
+            block = f"{prefix}.b{j}"
+            params.update({f"{block}.exp": pick(space.expansions), f"{block}.kernel": pick(space.kernels),
+                           f"{block}.se": pick(space.se),
+                           f"{block}.act": pick(space.acts, key=ACTIVATIONS.index)})
+    return space.spec_from_params(params)
+
+
+def latency_range(components: Components) -> tuple[float, float] | None:
+    """Latency of the space's smallest and largest architectures (:func:`extreme_spec`) with the
+    search's own latency evaluator (LUT rows the search measures anyway): about the fastest and
+    slowest reachable. None when one cannot be costed (e.g. the largest is over ``limits``)."""
+    try:
+        fast, slow = (extreme_spec(components.space, smallest=smallest) for smallest in (True, False))
+        return float(components.latency(fast)), float(components.latency(slow))
+    except MobilenasError as err:
+        log.info("latency range of the space not estimated: %s", err)
+        return None
 
 
 def with_fixed_target(settings: SearchSettings, target_ms: float) -> SearchSettings:

@@ -49,7 +49,7 @@ class SurrogateAccuracy:
             if self.sleep_s:
                 time.sleep(self.sleep_s)
             if report is not None:
-                report(step, final * step / self.steps)
+                report(step, final * step / self.steps, step == self.steps)
         if self.fail_every and digest % self.fail_every == 0:
             return SurrogateResult(float("nan"), 0.0, status="diverged")
         return SurrogateResult(final, self.steps * self.sleep_s)

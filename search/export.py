@@ -11,7 +11,14 @@ An export directory holds::
 
 The directory is built beside its destination and renamed into place at the end, so a crash
 leaves no half-written export. Every artifact is checked: TorchScript and ONNX (onnxruntime)
-outputs are compared with PyTorch's on a fixed random input, and a check that fails raises.
+outputs are compared with PyTorch's on a fixed random input, relative to the largest logit (an
+untrained network's are ~1e-6), and a check that fails raises :class:`ExportCheckError` (a
+``RunFailure``); bad input raises :class:`ExportError`.
+
+Paths: a name (:func:`check_name`) is one path component, never a path. An existing directory is
+replaced (``overwrite``) only if it holds a valid ``export.json``, and never through a symbolic
+link; nothing outside the destination's parent is written or removed. Loading verifies every file
+it reads against the SHA-256 in ``export.json`` (``verify=False`` skips that).
 
 Example::
 
@@ -27,6 +34,7 @@ import json
 import math
 import os
 import platform
+import re
 import shutil
 import tempfile
 from collections.abc import Mapping
@@ -41,10 +49,15 @@ from torch import nn
 from evaluators.cost import Cost, count_cost
 from evaluators.training import save_weights
 from search.export_formats import (
+    MIN_LOGIT_SCALE,
     MIN_OPSET,
+    ExportCheckError,
     ExportError,
     check_input,
     check_onnx_options,
+    check_outputs,
+    check_tolerances,
+    tolerance,
     write_onnx,
     write_torchscript,
 )
@@ -54,8 +67,9 @@ from search_spaces.builder import MobileNetV3Like, build_model
 from search_spaces.errors import MobilenasError
 from search_spaces.spec import ArchSpec
 
-__all__ = ["ExportError", "ExportOptions", "ExportResult", "export_model", "export_run", "load_exported", "materialize",
-           "read_weights", "EXPORT_FORMAT"]
+__all__ = ["ExportCheckError", "ExportError", "ExportOptions", "ExportResult", "check_name", "export_dir",
+           "export_model", "export_run", "load_exported", "materialize", "read_manifest", "read_weights",
+           "safe_name", "verify_export", "EXPORT_FORMAT"]
 
 EXPORT_FORMAT = 1
 SPEC_FILES = ("spec.json", "spec.yaml", "spec.txt")
@@ -65,6 +79,7 @@ ONNX = "model.onnx"
 CARD = "MODEL_CARD.md"
 MANIFEST = "export.json"
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DataParallel/DDP and torch.compile wrappers
+_NAME = re.compile(r"[A-Za-z0-9._-]{1,255}")
 
 
 @dataclass
@@ -75,7 +90,8 @@ class ExportOptions:
     torchscript: bool = True  # model.torchscript.pt, reloaded and compared
     opset: int = MIN_OPSET  # >= 17; the dynamo exporter writes >= 18
     onnx_exporter: str = "auto"  # auto (legacy if available, else dynamo) | legacy | dynamo
-    atol: float = 1e-4  # accepted output difference, x max(1, max |logit|)
+    rtol: float = 1e-4  # accepted output difference, relative to the largest |logit| ...
+    atol: float = 0.0  # ... plus this absolute allowance
 
 
 @dataclass(frozen=True)
@@ -160,35 +176,43 @@ def _versions() -> dict[str, str]:
             "python": platform.python_version()}
 
 
+def _logit_scale(model: MobileNetV3Like, inputs: torch.Tensor, *, checked: bool) -> float:
+    """The largest |logit| on the check input; non-finite, or too small to compare (when ``checked``),
+    is an :class:`ExportError`."""
+    with torch.no_grad():
+        scale = float(model(inputs).abs().max())
+    if not math.isfinite(scale):
+        raise ExportError(f"{WEIGHTS}: the network gives non-finite outputs (NaN/inf) on a random input; "
+                          "the weights look diverged")
+    if checked and not scale >= MIN_LOGIT_SCALE:
+        raise ExportError(f"{WEIGHTS}: the network's logits are all ~0 (max {scale:.3g}) on a random input, "
+                          "so no TorchScript/ONNX output check can mean anything; export it with "
+                          "onnx=false torchscript=false")
+    return scale
+
+
 def _write_files(tmp: Path, spec: ArchSpec, model: MobileNetV3Like, metadata: dict[str, Any], *,
-                 onnx: bool, torchscript: bool, opset: int, onnx_exporter: str, atol: float) -> ExportResult:
+                 onnx: bool, torchscript: bool, opset: int, onnx_exporter: str, atol: float,
+                 rtol: float) -> ExportResult:
     for name in SPEC_FILES:
         serialize.save_spec(spec, tmp / name)
     # One metadata key: safetensors orders several keys at random, and identical weights should
     # give identical files.
     save_weights(model, tmp / WEIGHTS, metadata={"mobilenas_spec": str(spec)})
     inputs = check_input(spec)
-    with torch.no_grad():
-        scale = float(model(inputs).abs().max())
-    if not math.isfinite(scale):
-        raise ExportError(f"{WEIGHTS}: the network gives non-finite outputs (NaN/inf) on a random input; "
-                          "the weights look diverged")
-    tolerance = atol * max(1.0, scale)  # absolute for logits up to 1, relative to the largest beyond
-    checks: dict[str, Any] = {"atol": atol, "max_abs_logit": scale, "tolerance": tolerance}
+    scale = _logit_scale(model, inputs, checked=onnx or torchscript)
+    checks: dict[str, Any] = {"atol": atol, "rtol": rtol, "max_abs_logit": scale,
+                              "tolerance": tolerance(scale, atol, rtol)}
     if torchscript:
         info = write_torchscript(model, tmp / TORCHSCRIPT, inputs)
         checks.update(torchscript_mode=info.mode, torchscript_max_abs_diff=info.max_abs_diff)
-        if not info.max_abs_diff <= tolerance:
-            raise ExportError(f"{TORCHSCRIPT}: outputs differ from PyTorch by {info.max_abs_diff:.3g} "
-                              f"(tolerance {tolerance:.3g} = atol {atol:g} x max(1, max |logit|))")
+        check_outputs(TORCHSCRIPT, info.max_abs_diff, scale, atol, rtol)
     if onnx:
         onnx_info = write_onnx(model, tmp / ONNX, inputs, opset=opset, exporter=onnx_exporter)
         checks.update(onnx_exporter=onnx_info.exporter, onnx_opset=onnx_info.opset,
                       onnx_max_abs_diff=onnx_info.max_abs_diff)
-        if not onnx_info.max_abs_diff <= tolerance:
-            raise ExportError(f"{ONNX}: onnxruntime outputs differ from PyTorch by "
-                              f"{onnx_info.max_abs_diff:.3g} (tolerance {tolerance:.3g} = atol {atol:g} x "
-                              "max(1, max |logit|)); try onnx_exporter=dynamo or a higher opset")
+        check_outputs(f"{ONNX} (onnxruntime)", onnx_info.max_abs_diff, scale, atol, rtol,
+                      hint="; try onnx_exporter=dynamo or a higher opset")
     files = {p.name: _sha256(p) for p in sorted(tmp.iterdir())}
     cost = count_cost(spec)
     serialize.atomic_write_text(tmp / CARD, render_model_card(spec, metadata, cost=cost, files=files,
@@ -209,13 +233,75 @@ def _write_files(tmp: Path, spec: ArchSpec, model: MobileNetV3Like, metadata: di
     return ExportResult(out_dir=tmp, spec=spec, files=files, cost=cost, checks=checks, metadata=metadata)
 
 
+def check_name(name: str, *, field: str = "name") -> str:
+    """``name`` if it is one path component of letters, digits, '.', '_', '-' (not '.' or '..');
+    else an :class:`ExportError` naming ``field``."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or name in (".", ".."):
+        raise ExportError(f"{field}: {name!r} is not a name; use 1-255 letters, digits, '.', '_' or '-' "
+                          "(one path component, not '.' or '..'); give a directory with out=")
+    return name
+
+
+def safe_name(text: str, default: str = "export") -> str:
+    """``text`` made a valid :func:`check_name` name (other characters become '_')."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", text)[:255].strip("_")
+    return name if name and name not in (".", "..") else default
+
+
+def export_dir(root: str | os.PathLike[str], name: str, *, field: str = "name") -> Path:
+    """``root/name`` after checking that ``name`` is a name and that the path, symbolic links
+    resolved, stays inside ``root``."""
+    root, name = Path(root), check_name(name, field=field)
+    out = root / name
+    real_root = root.resolve()
+    if out.resolve().parent != real_root or out.is_symlink():
+        raise ExportError(f"{field}: {out} resolves to {out.resolve()}, outside the export root {real_root}; "
+                          "give a directory with out=")
+    return out
+
+
+def read_manifest(root: Path) -> dict[str, Any]:
+    """``root/export.json`` as a dict with a ``files`` mapping; :class:`ExportError` if missing or invalid."""
+    path = root / MANIFEST
+    if not path.is_file():
+        raise ExportError(f"{path}: missing; not an export directory written by 'mobilenas export'")
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ExportError(f"{path}: corrupt export manifest ({err})") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict) \
+            or not isinstance(manifest.get("format"), int):
+        raise ExportError(f"{path}: corrupt export manifest (expected an object with 'format' and 'files')")
+    return manifest
+
+
+def _check_destination(out: Path, *, overwrite: bool) -> None:
+    """Refuse a destination that is a symbolic link, or exists and may not be replaced: without
+    ``overwrite``, or when it is not an earlier export (no valid ``export.json``)."""
+    if out.is_symlink():
+        raise ExportError(f"{out}: is a symbolic link; an export directory is written or replaced only in "
+                          "place, give the real path as out=")
+    if not out.exists():
+        return
+    if not overwrite:
+        raise ExportError(f"{out}: already exists; choose another out= or pass overwrite=true")
+    if not out.is_dir():
+        raise ExportError(f"{out}: exists and is not a directory")
+    try:
+        read_manifest(out)
+    except ExportError as err:
+        raise ExportError(f"{out}: overwrite=true replaces only an earlier export, and this is not one "
+                          f"({err}); choose another out= or remove it yourself") from None
+
+
 def _move_into_place(tmp: Path, out: Path, *, overwrite: bool) -> None:
     umask = os.umask(0)
     os.umask(umask)
     tmp.chmod(0o777 & ~umask)  # mkdtemp's 0700; the files inside come from atomic_write, already open
+    _check_destination(out, overwrite=overwrite)  # again: it may have changed during the export
     if out.exists():
-        if not overwrite:
-            raise ExportError(f"{out}: already exists; choose another out= or pass overwrite=true")
+        # The old directory is moved into a fresh temporary directory beside it and removed there;
+        # rmtree does not follow symbolic links inside it.
         old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
         os.replace(out, old / out.name)
         os.replace(tmp, out)
@@ -227,28 +313,30 @@ def _move_into_place(tmp: Path, out: Path, *, overwrite: bool) -> None:
 def export_model(spec: ArchSpec, model: nn.Module | Mapping[str, torch.Tensor] | None,
                  out_dir: str | os.PathLike[str], *, metadata: Mapping[str, Any] | None = None,
                  onnx: bool = True, torchscript: bool = True, opset: int = MIN_OPSET,
-                 onnx_exporter: str = "auto", atol: float = 1e-4, overwrite: bool = False,
-                 seed: int = 0) -> ExportResult:
+                 onnx_exporter: str = "auto", rtol: float = 1e-4, atol: float = 0.0,
+                 overwrite: bool = False, seed: int = 0) -> ExportResult:
     """Write ``spec`` and its network to the directory ``out_dir`` (see the module docstring).
 
     Args:
         spec: the architecture.
         model: a network built from ``spec`` (any device, any mode; it is not modified), its
             state_dict, or None for an untrained export (initialization seeded by ``seed``).
-        out_dir: the export directory; it must not exist unless ``overwrite``.
+        out_dir: the export directory; it must not exist unless ``overwrite``, and then it must
+            hold an earlier export (a valid ``export.json``); never a symbolic link.
         metadata: latency (``latency_ms``, ``protocol``), accuracy (``accuracy``/``top1``,
             ``data``, ``budget``), ``provenance``, ``name`` and any other JSON-able keys; see
             :mod:`search.model_card`.
         onnx, torchscript: which deployment formats to write and check.
         opset: ONNX opset (>= 17). onnx_exporter: ``auto``, ``legacy`` or ``dynamo``.
-        atol: the largest accepted output difference of TorchScript/ONNX vs PyTorch, for logits
-            up to 1 in magnitude; beyond, relative to the largest logit (``atol * max|logit|``).
+        rtol, atol: the largest accepted output difference of TorchScript/ONNX vs PyTorch is
+            ``atol + rtol * max|logit|`` on the check input.
 
     Returns:
         An :class:`ExportResult`.
 
     Raises:
-        ExportError: ``out_dir`` exists, weights do not match ``spec``, or a check failed.
+        ExportError: bad input: ``out_dir`` may not be written, weights do not match ``spec``, ...
+        ExportCheckError: a written artifact does not reproduce the network (nothing is left behind).
     """
     if not isinstance(spec, ArchSpec):
         raise ExportError(f"spec: expected an ArchSpec, got {type(spec).__name__}")
@@ -256,13 +344,9 @@ def export_model(spec: ArchSpec, model: nn.Module | Mapping[str, torch.Tensor] |
         raise ExportError(f"metadata: expected a mapping, got {type(metadata).__name__}")
     if onnx:
         check_onnx_options(opset, onnx_exporter)
-    if isinstance(atol, bool) or not isinstance(atol, (int, float)) or not atol > 0:
-        raise ExportError(f"atol: must be a positive number, got {atol!r}")
+    check_tolerances(atol, rtol)
     out = Path(out_dir)
-    if out.exists() and not overwrite:
-        raise ExportError(f"{out}: already exists; choose another out= or pass overwrite=true")
-    if out.exists() and not out.is_dir():
-        raise ExportError(f"{out}: exists and is not a directory")
+    _check_destination(out, overwrite=overwrite)
     meta = _jsonable(dict(metadata or {}))
     meta.setdefault("name", out.name)
     if model is None:
@@ -275,7 +359,7 @@ def export_model(spec: ArchSpec, model: nn.Module | Mapping[str, torch.Tensor] |
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         written = _write_files(tmp, spec, net, meta, onnx=onnx, torchscript=torchscript, opset=opset,
-                               onnx_exporter=onnx_exporter, atol=atol)
+                               onnx_exporter=onnx_exporter, atol=atol, rtol=rtol)
         _move_into_place(tmp, out, overwrite=overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -288,7 +372,8 @@ def export_run(spec: ArchSpec, model: nn.Module | Mapping[str, torch.Tensor] | N
                out_dir: str | os.PathLike[str], metadata: Mapping[str, Any] | None = None,
                options: ExportOptions | None = None) -> ExportResult:
     """What search/refine call at the end of a run: :func:`export_model` with ``options`` that
-    replaces an earlier export in ``out_dir`` (a resumed run exports again)."""
+    replaces an earlier export in ``out_dir`` (a resumed run exports again; anything else there is
+    refused)."""
     return export_model(spec, model, out_dir, metadata=metadata, overwrite=True,
                         **asdict(options or ExportOptions()))
 
@@ -304,25 +389,34 @@ def read_weights(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
         raise ExportError(f"{path}: not a readable safetensors file ({err})") from None
 
 
-def _verify_checksums(root: Path, names: tuple[str, ...]) -> None:
-    manifest_path = root / MANIFEST
-    if not manifest_path.is_file():
-        return  # a hand-made directory: nothing to verify against
+_SKIP = "pass verify=False to load it unchecked"
+
+
+def verify_export(root: Path, names: tuple[str, ...], *, skip: str = _SKIP) -> None:
+    """Check ``names`` in the export directory ``root`` against the SHA-256 in its ``export.json``:
+    a missing manifest, a file not listed or listed without a hash, or another hash is an
+    :class:`ExportError` that ends with ``skip`` (how to load without the check)."""
     try:
-        manifest = json.loads(manifest_path.read_text())
-        files = manifest["files"]
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise ExportError(f"{manifest_path}: corrupt export manifest ({err})") from None
+        files = read_manifest(root)["files"]
+    except ExportError as err:
+        raise ExportError(f"{err}; {skip}") from None
     for name in names:
-        expected = files.get(name) if isinstance(files, dict) else None
-        if expected is not None and _sha256(root / name) != expected:
+        expected = files.get(name)
+        if not isinstance(expected, str) or not re.fullmatch(r"[0-9a-f]{64}", expected):
+            raise ExportError(f"{root / MANIFEST}: {name} is not listed with a SHA-256, so {root / name} "
+                              f"cannot be verified; {skip}")
+        if _sha256(root / name) != expected:
             raise ExportError(f"{root / name}: SHA-256 differs from {MANIFEST}; the file is corrupt or was "
-                              "changed after export")
+                              f"changed after export; {skip}")
 
 
-def load_exported(path: str | os.PathLike[str]) -> tuple[ArchSpec, MobileNetV3Like]:
+def load_exported(path: str | os.PathLike[str], *, verify: bool = True) -> tuple[ArchSpec, MobileNetV3Like]:
     """The spec and the network (eval mode, CPU) of an export directory written by
-    :func:`export_model`; missing or corrupt files raise :class:`ExportError` naming them."""
+    :func:`export_model`; missing or corrupt files raise :class:`ExportError` naming them.
+
+    With ``verify`` (the default) the files read must match the SHA-256 in ``export.json``;
+    ``verify=False`` loads a hand-made or edited directory. Weights are read with safetensors,
+    never unpickled."""
     root = Path(path)
     if not root.is_dir():
         raise ExportError(f"{root}: export directory not found")
@@ -330,10 +424,11 @@ def load_exported(path: str | os.PathLike[str]) -> tuple[ArchSpec, MobileNetV3Li
         if not (root / name).is_file():
             raise ExportError(f"{root / name}: missing; an export directory holds spec.json and {WEIGHTS} "
                               "(written by 'mobilenas export')")
+    if verify:
+        verify_export(root, ("spec.json", WEIGHTS))
     try:
         spec = serialize.load_spec_file(root / "spec.json")
     except MobilenasError as err:
         raise ExportError(str(err)) from None
-    _verify_checksums(root, ("spec.json", WEIGHTS))
     model = materialize(spec, read_weights(root / WEIGHTS), where=str(root / WEIGHTS))
     return spec, model

@@ -1,12 +1,14 @@
 """Deployment formats of a built network: TorchScript and ONNX, each checked against PyTorch.
 
 Every writer takes an eval-mode CPU network, writes one file and returns the largest absolute
-difference between the saved artifact's outputs and the network's on a fixed random input.
+difference between the saved artifact's outputs and the network's on a fixed random input;
+:func:`check_outputs` judges that difference relative to the size of the logits.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from search_spaces.errors import MobilenasError
+from search_spaces.errors import MobilenasError, RunFailure
 from search_spaces.serialize import atomic_write
 from search_spaces.spec import ArchSpec
 
@@ -24,10 +26,16 @@ MIN_OPSET = 17
 INPUT_NAME = "input"
 log = logging.getLogger(__name__)
 OUTPUT_NAME = "logits"
+# Below this largest |logit| float32 arithmetic underflows and no output difference means anything.
+MIN_LOGIT_SCALE = 1e-20
 
 
 class ExportError(MobilenasError):
-    """An export could not be written, failed its check, or an export directory is missing/corrupt."""
+    """Bad input to an export: options, weights, paths, or an export directory that is missing/corrupt."""
+
+
+class ExportCheckError(RunFailure):
+    """A written artifact (TorchScript, ONNX) does not reproduce PyTorch: the export failed, not its input."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +59,33 @@ def check_input(spec: ArchSpec, batch: int = 2, *, seed: int = 0) -> torch.Tenso
     """A fixed random input of ``spec``'s shape (batch > 1 checks the dynamic batch axis)."""
     generator = torch.Generator().manual_seed(seed)
     return torch.randn(batch, spec.in_channels, spec.resolution, spec.resolution, generator=generator)
+
+
+def check_tolerances(atol: float, rtol: float, *, prefix: str = "") -> None:
+    """Raise :class:`ExportError` unless ``atol >= 0`` and ``rtol > 0`` are finite numbers."""
+    for name, value, low in (("atol", atol, ">= 0"), ("rtol", rtol, "> 0")):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                or value < 0 or (name == "rtol" and value == 0):
+            raise ExportError(f"{prefix}{name}: must be a finite number {low}, got {value!r}")
+
+
+def tolerance(scale: float, atol: float, rtol: float) -> float:
+    """The accepted output difference: ``atol + rtol * scale`` (``scale``: the largest |logit|)."""
+    return atol + rtol * scale
+
+
+def check_outputs(artifact: str, max_abs_diff: float, scale: float, atol: float, rtol: float, *,
+                  hint: str = "") -> float:
+    """The tolerance ``artifact``'s outputs were held to; :class:`ExportCheckError` if they differ more.
+
+    The criterion is relative (``atol`` defaults to 0): an untrained network's logits are ~1e-6, so
+    an absolute tolerance would let any artifact pass."""
+    limit = tolerance(scale, atol, rtol)
+    if not max_abs_diff <= limit:
+        raise ExportCheckError(f"{artifact}: outputs differ from PyTorch by {max_abs_diff:.3g}, more than "
+                               f"the tolerance {limit:.3g} (= atol {atol:g} + rtol {rtol:g} x max |logit| "
+                               f"{scale:.3g}); the file does not reproduce the network{hint}")
+    return limit
 
 
 def _max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -151,7 +186,7 @@ def write_onnx(model: nn.Module, path: Path, inputs: torch.Tensor, *, opset: int
     try:
         output = _run_onnx(path, inputs)
     except Exception as err:  # an unloadable file is a failed check
-        raise ExportError(f"{path.name}: onnxruntime could not run the exported model: {err}") from err
+        raise ExportCheckError(f"{path.name}: onnxruntime could not run the exported model: {err}") from err
     imports = {o.domain: o.version for o in onnx.load(str(path), load_external_data=False).opset_import}
     written = int(imports.get("", imports.get("ai.onnx", opset)))
     with torch.no_grad():

@@ -6,7 +6,8 @@ Run directories this reads (every file but the spec is optional, every key is op
   ``top5``, ``data``, ``budget``, ``seconds``, ``history``, ...);
 - ``mobilenas search`` / ``refine``: ``winner.json`` (a spec dict, or ``{"spec": dict|string,
   ...}``) or ``spec.json``, ``weights.safetensors``, ``summary.json`` (``latency_ms`` or
-  ``latency``, ``protocol``, ``accuracy``/``top1``, ``data``, ``budget``, ``provenance``, ...).
+  ``latency``, ``protocol``, ``accuracy``/``top1``, ``data``, ``budget``, ``provenance``, ...);
+- an earlier export (it has ``export.json``): its spec and weights, checked against the manifest.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 
 import torch
 
-from search.export import read_weights
+from search.export import MANIFEST, read_weights, verify_export
 from search.export_formats import ExportError
 from search.model_card import is_accuracy_key
 from search_spaces import serialize
@@ -118,8 +119,11 @@ def _run_name(root: Path) -> str:
     return f"{root.parent.name}_{name}" if name[:1].isdigit() and root.parent.name else name
 
 
-def read_run(run_dir: str | os.PathLike[str]) -> ExportSource:
-    """The spec, weights and metadata of a train, search or refine run directory."""
+def read_run(run_dir: str | os.PathLike[str], *, verify: bool = True,
+             skip: str = "pass verify=False to read it unchecked") -> ExportSource:
+    """The spec, weights and metadata of a train, search or refine run directory, or of an export
+    directory (with ``verify``, its spec and weights must match its ``export.json``; an error
+    ends with ``skip``)."""
     root = Path(run_dir)
     if not root.is_dir():
         raise ExportError(f"run={root}: run directory not found")
@@ -127,6 +131,10 @@ def read_run(run_dir: str | os.PathLike[str]) -> ExportSource:
     if spec_file is None:
         raise ExportError(f"run={root}: no {' or '.join(SPEC_SOURCES)} in it; a run directory of "
                           "'mobilenas train', 'search' or 'refine' holds one")
+    weights_path = root / "weights.safetensors"
+    if verify and (root / MANIFEST).is_file():
+        verify_export(root, (spec_file.name, *((weights_path.name,) if weights_path.is_file() else ())),
+                      skip=skip)
     metadata: dict[str, Any] = {}
     if spec_file.name == "winner.json":
         spec, extra = _spec_from_winner(spec_file)
@@ -148,7 +156,6 @@ def read_run(run_dir: str | os.PathLike[str]) -> ExportSource:
         if not isinstance(metrics, dict):
             raise ExportError(f"{metrics_path}: expected a JSON object, got {type(metrics).__name__}")
         metadata.update(_metrics_fields(metrics))
-    weights_path = root / "weights.safetensors"
     weights = read_weights(weights_path) if weights_path.is_file() else None
     metadata.setdefault("provenance", f"run directory {root} ({spec_file.name})")
     metadata["source"] = {"run": str(root), "spec_file": spec_file.name,

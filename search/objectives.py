@@ -94,3 +94,20 @@ class Objective:
         if self.mode == "hard":
             return accuracy
         return accuracy, latency_ms
+
+    def reach_note(self, *, fastest_ms: float, slowest_ms: float, seed_ms: float) -> str | None:
+        """One line when the target is out of the space's reach: below the latency of its smallest
+        architecture (a ``warning:``; no candidate can meet it) or above its largest (a ``note:``;
+        the target constrains nothing). None when the target lies in between."""
+        reach = (f"the space's smallest architecture takes {fastest_ms:.3f} ms, its largest "
+                 f"{slowest_ms:.3f} ms, the seed {seed_ms:.3f} ms")
+        if fastest_ms > self.target_ms:
+            outcome = {"hard": "every trial will be infeasible and the winner over budget",
+                       "soft": "every candidate will miss it (the soft reward still ranks them)",
+                       "pareto": "no front member will meet it"}[self.mode]
+            return (f"warning: objective target {self.target_ms:.4g} ms is out of reach ({reach}): "
+                    f"{outcome}; raise objective.target_ms or objective.target_ratio")
+        if slowest_ms <= self.target_ms:
+            return (f"note: objective target {self.target_ms:.4g} ms is above every candidate ({reach}): "
+                    "the target does not constrain this search")
+        return None

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from search.objectives import Objective
 from search_spaces.blockstring import from_string
@@ -38,9 +38,16 @@ class Candidate:
 
 def candidates(study: optuna.Study, objective: Objective) -> list[Candidate]:
     """Completed trials, one per distinct spec (duplicates reuse an earlier trial's result)."""
+    return candidates_of(study.get_trials(deepcopy=False), objective)
+
+
+def candidates_of(trials: Sequence[FrozenTrial], objective: Objective) -> list[Candidate]:
+    """:func:`candidates` of a snapshot of a study's trials."""
     seen: set[str] = set()
     found = []
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+    for trial in trials:
+        if trial.state != TrialState.COMPLETE:
+            continue
         attrs = trial.user_attrs
         if "accuracy" not in attrs or attrs["spec"] in seen:
             continue
@@ -52,6 +59,14 @@ def candidates(study: optuna.Study, objective: Objective) -> list[Candidate]:
             reward=objective.reward(accuracy, latency), feasible=objective.feasible(latency),
         ))
     return found
+
+
+def state_counts(trials: Sequence[FrozenTrial]) -> dict[TrialState, int]:
+    """How many of ``trials`` are in each state."""
+    counts = {state: 0 for state in TrialState}
+    for trial in trials:
+        counts[trial.state] += 1
+    return counts
 
 
 def pareto_front(found: Sequence[Candidate]) -> list[Candidate]:

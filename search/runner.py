@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,8 +18,28 @@ from tqdm.auto import tqdm
 
 from search.candidate import CandidateFailed, CandidateObjective, protocol_dict
 from search.objectives import Objective
-from search.results import Candidate, candidates, pareto_front, plot_accuracy_latency, ranking_table, winner
-from search.study import StopWhenDone, StudyConfig, count_states, open_study
+from search.results import (
+    Candidate,
+    candidates_of,
+    pareto_front,
+    plot_accuracy_latency,
+    ranking_table,
+    state_counts,
+    winner,
+)
+from search.study import (
+    WORKER_ATTR,
+    StopWhenDone,
+    StudyConfig,
+    count_states,
+    created_here,
+    fail_stale_trials,
+    in_flight,
+    open_study,
+    sampler_seed,
+    worker_attrs,
+)
+from search_spaces.limits import SpecLimits, active_limits, set_limits
 from search_spaces.serialize import atomic_write_text, save_spec
 from search_spaces.space import SearchSpace
 
@@ -64,40 +85,84 @@ class ProgressBar:
         self.bar.close()
 
 
+class RecordWorker:
+    """Wraps the objective: records who runs each trial (host, PID, sampler seed) before anything
+    else, so that a dead worker's trial can be told from a live one and a run reproduced."""
+
+    def __init__(self, objective: Callable[[optuna.Trial], Any], seed: int) -> None:
+        self.objective = objective
+        self.attrs = worker_attrs(seed)
+
+    def __call__(self, trial: optuna.Trial) -> Any:
+        trial.set_user_attr(WORKER_ATTR, self.attrs)
+        return self.objective(trial)
+
+
 def optimize(study: optuna.Study, components: Components, cfg: StudyConfig, *, progress: bool) -> None:
-    """Pull trials until the study holds ``cfg.n_trials`` finished ones (or too many failed)."""
+    """Pull trials until the study holds ``cfg.n_trials`` finished ones (or too many failed),
+    checking before each trial starts (so a worker never starts one the study no longer needs)."""
     stop = StopWhenDone(cfg.n_trials, cfg.max_failures or cfg.n_trials)
     if stop.done(study):
         return
-    objective = CandidateObjective(components.space, components.objective, components.accuracy,
-                                   components.latency)
-    callbacks: list[Any] = [stop]
+    objective = RecordWorker(CandidateObjective(components.space, components.objective, components.accuracy,
+                                                components.latency), sampler_seed(cfg, study))
     bar = ProgressBar(study, cfg.n_trials) if progress else None
-    if bar:
-        callbacks.append(bar)
+    deadline = None if cfg.timeout_s is None else time.monotonic() + cfg.timeout_s
     try:
-        study.optimize(objective, callbacks=callbacks, catch=(CandidateFailed,), timeout=cfg.timeout_s,
-                       gc_after_trial=True)
+        while not stop.done(study) and (deadline is None or time.monotonic() < deadline):
+            study.optimize(objective, n_trials=1, callbacks=[bar] if bar else None, catch=(CandidateFailed,),
+                           gc_after_trial=True)
     finally:
         if bar:
             bar.close()
 
 
-def _worker(factory: ComponentsFactory, cfg: StudyConfig, url: str, index: int) -> None:
+def report_stale_trials(study: optuna.Study) -> None:
+    """Fail the trials dead workers left RUNNING, saying so in one line."""
+    failed = fail_stale_trials(study)
+    if failed:
+        print(f"study {study.study_name}: marked {len(failed)} trial(s) of dead workers as failed "
+              f"(left running: {', '.join(map(str, failed))})")
+
+
+def wait_for_trials_in_flight(study: optuna.Study, *, poll_s: float = 0.5, settle_s: float = 0.2) -> None:
+    """Once the study is done no worker starts a trial, so waiting for those still running (in
+    other processes or machines) gives every process the same, final study to report. Trials of
+    dead workers are failed meanwhile (PID on this host, heartbeat on RDB storages)."""
+    announced = quiet = False
+    while True:
+        fail_stale_trials(study)
+        running = in_flight(study)
+        if not running:
+            if quiet:  # empty twice in a row: no worker was between its last check and its trial
+                return
+            quiet = True
+            time.sleep(settle_s)
+            continue
+        if not announced:
+            print(f"waiting for {len(running)} trial(s) still running in other workers")
+            announced = True
+        quiet = False
+        time.sleep(poll_s)
+
+
+def _worker(factory: ComponentsFactory, cfg: StudyConfig, url: str, limits: SpecLimits) -> None:
     import os
 
     import torch
 
+    set_limits(limits)  # a spawned process starts with the default limits
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // cfg.workers))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     components = factory()
-    study = open_study(cfg, components.objective, url, worker=index)
+    study = open_study(cfg, components.objective, url)
     optimize(study, components, cfg, progress=False)
 
 
 def enqueue_seed(study: optuna.Study, space: SearchSpace) -> bool:
-    """Enqueue the seed architecture as the first trial of a new study (not on resume)."""
-    if study.get_trials(deepcopy=False):
+    """Enqueue the seed architecture as the first trial of a new study (not on resume), once:
+    only the process that created the study does."""
+    if not created_here(study) or study.get_trials(deepcopy=False):
         return False
     study.enqueue_trial(space.params_of(space.seed), user_attrs={"seed_architecture": True})
     return True
@@ -109,14 +174,15 @@ def run_search(factory: ComponentsFactory, cfg: StudyConfig, url: str, *, compon
 
     ``factory`` builds each worker's components; this process uses ``components`` if given."""
     components = components or factory()
-    study = open_study(cfg, components.objective, url, worker=0)
+    study = open_study(cfg, components.objective, url)
+    report_stale_trials(study)
     if cfg.enqueue_seed and enqueue_seed(study, components.space):
         log.info("enqueued the seed architecture as trial 0")
     processes = []
     if cfg.workers > 1:
         context = multiprocessing.get_context("spawn")
-        for index in range(1, cfg.workers):
-            process = context.Process(target=_worker, args=(factory, cfg, url, index), daemon=False)
+        for _ in range(1, cfg.workers):
+            process = context.Process(target=_worker, args=(factory, cfg, url, active_limits()), daemon=False)
             process.start()
             processes.append(process)
     try:
@@ -127,13 +193,16 @@ def run_search(factory: ComponentsFactory, cfg: StudyConfig, url: str, *, compon
     failed = [p.exitcode for p in processes if p.exitcode]
     if failed:
         log.warning("%d worker(s) exited with errors: %s", len(failed), failed)
+    if StopWhenDone(cfg.n_trials, cfg.max_failures or cfg.n_trials).done(study):
+        wait_for_trials_in_flight(study)
     return study
 
 
-def reference_points(study: optuna.Study, components: Components) -> dict[str, tuple[float, float]]:
+def reference_points(study: optuna.Study, components: Components,
+                     found: list[Candidate]) -> dict[str, tuple[float, float]]:
     """(latency, accuracy) of each reference architecture, evaluated once and kept in the study."""
     points: dict[str, tuple[float, float]] = {}
-    done = {c.spec: c for c in candidates(study, components.objective)}
+    done = {c.spec: c for c in found}
     for name, spec in components.references.items():
         key = f"reference:{name}"
         stored = study.user_attrs.get(key)
@@ -159,14 +228,16 @@ class SearchReport:
 
 def write_results(study: optuna.Study, components: Components, run_dir: Path, *, top_k: int = 10,
                   with_references: bool = True) -> SearchReport:
-    """Table, winner spec files, summary JSON and the accuracy-latency plot in ``run_dir``."""
+    """Table, winner spec files, summary JSON and the accuracy-latency plot in ``run_dir``, all
+    from one snapshot of the study's trials (the report returned is that snapshot too)."""
     objective = components.objective
-    found = candidates(study, objective)
+    trials = study.get_trials(deepcopy=False)
+    found = candidates_of(trials, objective)
     best = winner(found)
     front = pareto_front(found)
     files: dict[str, Path] = {}
     files["table"] = atomic_write_text(run_dir / "candidates.txt", ranking_table(found, top_k=len(found)) + "\n")
-    references = reference_points(study, components) if with_references else {}
+    references = reference_points(study, components, found) if with_references else {}
     if found:
         files["plot"] = plot_accuracy_latency(found, objective, run_dir / "accuracy_vs_latency.png",
                                               references=references, title=f"study {study.study_name}")
@@ -174,7 +245,7 @@ def write_results(study: optuna.Study, components: Components, run_dir: Path, *,
         files["winner"] = save_spec(best.arch, run_dir / "winner.json")
         save_spec(best.arch, run_dir / "winner.yaml")
         save_spec(best.arch, run_dir / "winner.txt")
-    counts = count_states(study)
+    counts = state_counts(trials)
     protocol = protocol_dict(components.latency.protocol)
     summary = {
         "study": study.study_name,

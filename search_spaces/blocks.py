@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from search_spaces.spec import make_divisible
+from search_spaces.spec import se_channels
 
 # Batch norm settings of the reference implementations.
 BN_EPS = 0.001
@@ -42,11 +42,6 @@ class ConvBnAct(nn.Sequential):
         if act is not None:
             layers.append(activation(act))
         super().__init__(*layers)
-
-
-def se_channels(channels: int) -> int:
-    """The default SE squeeze width for ``channels`` input channels: a quarter, rounded to 8."""
-    return make_divisible(channels / 4, 8)
 
 
 class SqueezeExcite(nn.Module):

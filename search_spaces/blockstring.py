@@ -8,6 +8,7 @@ a letter prefix and a number (``k3``), a bare flag (``se``) or an activation (``
 
 from __future__ import annotations
 
+import math
 import re
 
 from search_spaces.errors import SpecError
@@ -67,8 +68,16 @@ def to_string(spec: ArchSpec) -> str:
     return " ".join(tokens)
 
 
+MAX_CHARS = 100_000  # a spec string longer than this is refused before parsing
+
+
+def _where(token: str, position: int) -> str:
+    shown = token if len(token) <= 60 else f"{token[:57]}..."
+    return f"token {position + 1} {shown!r}"
+
+
 def _parse_token(token: str, position: int) -> tuple[str, dict[str, float], set[str], str | None]:
-    where = f"token {position + 1} {token!r}"
+    where = _where(token, position)
     kind, *parts = token.split("_")
     if kind not in _ALLOWED:
         raise SpecError(f"{where}: unknown kind {kind!r}; allowed: in, stem, ir, head")
@@ -104,7 +113,7 @@ def _parse_token(token: str, position: int) -> tuple[str, dict[str, float], set[
 
 def _int(numbers: dict[str, float], name: str, default: int, where: str) -> int:
     value = numbers.get(name, default)
-    if value != int(value):
+    if not math.isfinite(value) or value != int(value):
         raise SpecError(f"{where}: field {name!r} must be an integer, got {value:g}")
     return int(value)
 
@@ -113,6 +122,8 @@ def from_string(text: str) -> ArchSpec:
     """Parse the one-line form. ``in``, ``stem`` and ``head`` may be left out (V3 defaults)."""
     if not isinstance(text, str) or not text.strip():
         raise SpecError("spec string is empty; expected tokens like 'ir_k3_e64_c24_s2_re'")
+    if len(text) > MAX_CHARS:
+        raise SpecError(f"spec string has {len(text):,} characters; at most {MAX_CHARS:,} are read")
     tokens = text.split()
     resolution, in_channels = 224, 3
     stem, head, num_classes = StemSpec(), HeadSpec(), 1000
@@ -120,7 +131,7 @@ def from_string(text: str) -> ArchSpec:
     seen: set[str] = set()
     for position, token in enumerate(tokens):
         kind, numbers, flags, act = _parse_token(token, position)
-        where = f"token {position + 1} {token!r}"
+        where = _where(token, position)
         if kind != "ir":
             if kind in seen:
                 raise SpecError(f"{where}: only one {kind!r} token is allowed")

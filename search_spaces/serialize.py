@@ -17,6 +17,7 @@ from search_spaces.errors import SpecError
 from search_spaces.spec import ArchSpec, BlockSpec, HeadSpec, StemSpec
 
 FORMAT_VERSION = 1
+MAX_SPEC_FILE_BYTES = 1 << 20  # a spec of 64 blocks takes a few KB in any form
 _TOP_KEYS = {"format", "blocks", "stem", "head", "num_classes", "resolution", "in_channels"}
 
 
@@ -129,7 +130,14 @@ def load_spec_file(path: str | os.PathLike[str]) -> ArchSpec:
     path = Path(path)
     if not path.is_file():
         raise SpecError(f"{path}: spec file not found")
-    text = path.read_text()
+    size = path.stat().st_size
+    if size > MAX_SPEC_FILE_BYTES:
+        raise SpecError(f"{path}: {size:,} bytes is too large for a spec file "
+                        f"(at most {MAX_SPEC_FILE_BYTES:,})")
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise SpecError(f"{path}: cannot be read as text ({err})") from None
     suffix = path.suffix.lower()
     try:
         if suffix == ".json":

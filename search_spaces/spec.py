@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from search_spaces.errors import SpecError
+from search_spaces.limits import active_limits, check_max
 
 KERNELS = (3, 5, 7)
 STRIDES = (1, 2)
@@ -43,11 +44,19 @@ def conv_output_size(size: int, kernel: int, stride: int) -> int:
     return (size + 2 * (kernel // 2) - kernel) // stride + 1
 
 
-def _check_int(where: str, name: str, value: Any, minimum: int = 1) -> None:
+def se_channels(channels: int) -> int:
+    """The SE squeeze width for ``channels`` input channels: a quarter, rounded to 8."""
+    return make_divisible(channels / 4, 8)
+
+
+def _check_int(where: str, name: str, value: Any, minimum: int = 1, limit: str | None = None) -> None:
+    """``value`` is an integer >= ``minimum`` and, with ``limit``, <= that field of the active limits."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise SpecError(f"{where}: {name} must be an integer >= {minimum}, got {value!r}")
     if value < minimum:
         raise SpecError(f"{where}: {name} must be an integer >= {minimum}, got {value}")
+    if limit is not None:
+        check_max(where, name, value, limit)
 
 
 def _check_choice(where: str, name: str, value: Any, allowed: tuple[Any, ...]) -> None:
@@ -70,7 +79,7 @@ class StemSpec:
     act: str = "HS"
 
     def __post_init__(self) -> None:
-        _check_int("stem", "channels", self.channels)
+        _check_int("stem", "channels", self.channels, limit="max_channels")
         _check_kernel("stem", self.kernel)
         _check_choice("stem", "stride", self.stride, STRIDES)
         _check_choice("stem", "act", self.act, ACTIVATIONS)
@@ -96,8 +105,8 @@ class BlockSpec:
 
     def validate(self, where: str) -> None:
         _check_kernel(where, self.kernel)
-        _check_int(where, "exp", self.exp)
-        _check_int(where, "out", self.out)
+        _check_int(where, "exp", self.exp, limit="max_channels")
+        _check_int(where, "out", self.out, limit="max_channels")
         if not isinstance(self.se, bool):
             raise SpecError(f"{where}: se must be true or false, got {self.se!r}")
         _check_choice(where, "act", self.act, ACTIVATIONS)
@@ -126,8 +135,8 @@ class HeadSpec:
     dropout: float = 0.2
 
     def __post_init__(self) -> None:
-        _check_int("head", "channels", self.channels)
-        _check_int("head", "hidden", self.hidden)
+        _check_int("head", "channels", self.channels, limit="max_channels")
+        _check_int("head", "hidden", self.hidden, limit="max_channels")
         _check_choice("head", "act", self.act, ACTIVATIONS)
         if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)):
             raise SpecError(f"head: dropout must be a number in [0, 1), got {self.dropout!r}")
@@ -179,6 +188,7 @@ class ArchSpec:
             object.__setattr__(self, "blocks", tuple(self.blocks))
         if not isinstance(self.blocks, tuple) or not self.blocks:
             raise SpecError("blocks: a spec needs at least one bneck block")
+        check_max("spec", "the number of blocks", len(self.blocks), "max_blocks")
         for i, block in enumerate(self.blocks):
             if not isinstance(block, BlockSpec):
                 raise SpecError(f"blocks[{i}]: expected a BlockSpec, got {type(block).__name__}")
@@ -186,9 +196,52 @@ class ArchSpec:
             raise SpecError(f"stem: expected a StemSpec, got {type(self.stem).__name__}")
         if not isinstance(self.head, HeadSpec):
             raise SpecError(f"head: expected a HeadSpec, got {type(self.head).__name__}")
-        _check_int("spec", "num_classes", self.num_classes)
-        _check_int("spec", "in_channels", self.in_channels)
-        _check_int("spec", "resolution", self.resolution, minimum=MIN_RESOLUTION)
+        _check_int("spec", "num_classes", self.num_classes, limit="max_classes")
+        _check_int("spec", "in_channels", self.in_channels, limit="max_in_channels")
+        _check_int("spec", "resolution", self.resolution, minimum=MIN_RESOLUTION, limit="max_resolution")
+        self._check_size()
+
+    def _check_size(self) -> None:
+        """Refuse a spec whose weights or largest feature map would be huge, before any build."""
+        limits = active_limits()
+        params, activation = self.param_count(), self.peak_activation()
+        if params > limits.max_params:
+            raise SpecError(f"spec: {params:,} parameters ({4 * params / 2**30:.1f} GiB of float32) is "
+                            f"over limits.max_params = {limits.max_params:,}; use fewer or narrower blocks")
+        if activation > limits.max_activation:
+            raise SpecError(f"spec: its largest feature map holds {activation:,} values per image "
+                            f"({4 * activation / 2**30:.1f} GiB of float32), over limits.max_activation = "
+                            f"{limits.max_activation:,}; use a lower resolution or narrower early layers")
+
+    def param_count(self) -> int:
+        """The number of trainable parameters of the built network, by arithmetic (no torch)."""
+        stem = self.stem
+        total = stem.kernel**2 * self.in_channels * stem.channels + 2 * stem.channels
+        for block, chs in zip(self.blocks, self.block_inputs()):
+            if block.has_expansion(chs):
+                total += chs * block.exp + 2 * block.exp
+            total += block.kernel**2 * block.exp + 2 * block.exp
+            if block.se:
+                squeeze = se_channels(block.exp)
+                total += 2 * block.exp * squeeze + squeeze + block.exp
+            total += block.exp * block.out + 2 * block.out
+        head, last = self.head, self.blocks[-1].out
+        total += last * head.channels + 2 * head.channels
+        total += head.channels * head.hidden + head.hidden
+        return total + head.hidden * self.num_classes + self.num_classes
+
+    def peak_activation(self) -> int:
+        """Elements of the largest feature map one image produces (input included)."""
+        largest = self.in_channels * self.resolution**2
+        for layer in self.layers():
+            op, size, out_size = layer.op, layer.resolution, layer.out_resolution
+            if isinstance(op, BlockSpec):
+                largest = max(largest, op.exp * size**2, op.out * out_size**2)
+            elif isinstance(op, HeadSpec):
+                largest = max(largest, op.channels * size**2)
+            else:
+                largest = max(largest, op.channels * out_size**2)
+        return largest
 
     def __str__(self) -> str:
         from search_spaces.blockstring import to_string

@@ -15,9 +15,11 @@ from search_spaces.builder import build_model
 from search_spaces.errors import MobilenasError
 from search_spaces.spec import ArchSpec
 
-Report = Callable[[int, float], None]
-"""``report(step, value)``: an intermediate value for a pruner (e.g. ``optuna.Trial.report``
-followed by a ``TrialPruned`` raise when it says so). Exceptions it raises propagate."""
+Report = Callable[[int, float, bool], None]
+"""``report(step, value, last)``: an intermediate value for a pruner (e.g. ``optuna.Trial.report``
+followed by a ``TrialPruned`` raise when it says so). ``last`` is True for the value at the end
+of the budget: the candidate is fully evaluated then, and pruning it would only drop it from the
+ranking. Exceptions it raises propagate."""
 
 
 @dataclass(frozen=True)

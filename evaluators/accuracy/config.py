@@ -16,16 +16,16 @@ class ProxyError(MobilenasError, ValueError):
 @dataclass
 class ProxyConfig:
     """``kind``: ``train`` (short proxy training, reports to the pruner), ``naswot`` or
-    ``synflow`` (training-free ranking scores). Budget, subsets and resolution override the
-    trainer's and the data's settings for the proxy only."""
+    ``synflow`` (training-free ranking scores). Budget and resolution override the trainer's and
+    the data's settings for the proxy only; the subsets narrow the data's (the smaller wins)."""
 
     kind: str = "train"
     steps: int | None = 300  # proxy training budget in optimizer steps ...
     epochs: int | None = None  # ... or in epochs (when steps is null)
-    train_subset: int | None = 2000  # images; null: the whole training split
+    train_subset: int | None = 2000  # images; null: data.train_subset (null there: the whole split)
     val_subset: int | None = 500
     resolution: int | None = None  # null: the data's resolution
-    reports: int = 4  # intermediate validations reported to the pruner
+    reports: int = 4  # validations reported to the pruner (at most); the last one never prunes
     batch_size: int = 64  # training-free scores: images per score
 
     def validate(self) -> None:

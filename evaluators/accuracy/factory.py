@@ -13,9 +13,16 @@ from evaluators.training import TrainConfig
 
 
 def proxy_data_config(proxy: ProxyConfig, data: DataConfig) -> DataConfig:
-    """The data config with the proxy's subsets and resolution applied."""
-    changes = {k: getattr(proxy, k) for k in ("train_subset", "val_subset", "resolution")
-               if getattr(proxy, k) is not None}
+    """The data config with the proxy's subsets and resolution applied. A subset set on both
+    sides takes the smaller: ``data.train_subset`` / ``data.val_subset`` cap what any job
+    (search proxies, NetAdapt after the search) trains and validates on."""
+    changes: dict[str, int] = {}
+    for key in ("train_subset", "val_subset"):
+        sizes = [n for n in (getattr(data, key), getattr(proxy, key)) if n is not None]
+        if sizes:
+            changes[key] = min(sizes)
+    if proxy.resolution is not None:
+        changes["resolution"] = proxy.resolution
     return replace(data, **changes)
 
 

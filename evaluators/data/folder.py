@@ -2,6 +2,8 @@
 
 ``root/<class>/<image>``, or ``root/train/<class>/...`` with ``root/test/<class>/...`` (or
 ``val/``) beside it. Images are resized (shorter side) and centre-cropped to the resolution.
+An image above :data:`MAX_IMAGE_PIXELS` is refused before it is decoded (a decompression bomb),
+and a folder whose resized images would take more than :data:`MAX_FOLDER_BYTES` before anything is read.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from evaluators.data.arrays import ImageArrays
 from evaluators.data.config import DataError
 
+MAX_IMAGE_PIXELS = 2**26  # ~67 megapixels (8192 x 8192), below Pillow's own bomb warning at ~89 MP
+MAX_FOLDER_BYTES = 2**32  # the resized uint8 images of one split held in memory
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
 
@@ -31,8 +35,17 @@ def class_dirs(root: Path) -> list[Path]:
 
 def _read_image(path: Path, resolution: int, mode: str) -> np.ndarray:
     try:
-        with Image.open(path) as image:
+        with Image.open(path) as image:  # reads the header only
+            width, height = image.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise DataError(f"{path}: {width} x {height} = {width * height} pixels is above the limit "
+                                f"of {MAX_IMAGE_PIXELS} pixels per image "
+                                "(evaluators.data.folder.MAX_IMAGE_PIXELS)")
             fitted = ImageOps.fit(image.convert(mode), (resolution, resolution), Image.Resampling.BILINEAR)
+    except DataError:
+        raise
+    except Image.DecompressionBombError as err:
+        raise DataError(f"{path}: refused as a decompression bomb ({err})") from None
     except (OSError, UnidentifiedImageError, ValueError) as err:
         raise DataError(f"{path}: not a readable image ({err})") from None
     array = np.asarray(fitted, dtype=np.uint8)
@@ -42,12 +55,17 @@ def _read_image(path: Path, resolution: int, mode: str) -> np.ndarray:
 def read_folder(root: Path, classes: list[str], resolution: int, channels: int) -> ImageArrays:
     """Every image under ``root/<class>/`` for the given class names, as (N, C, R, R) uint8."""
     mode = "RGB" if channels == 3 else "L"
+    listed = {label: sorted(p for p in (root / name).iterdir() if p.suffix.lower() in EXTENSIONS)
+              for label, name in enumerate(classes) if (root / name).is_dir()}
+    count = sum(len(files) for files in listed.values())
+    size = count * channels * resolution**2
+    if size > MAX_FOLDER_BYTES:
+        raise DataError(f"data.root: {root} holds {count} images, {size} bytes at "
+                        f"data.resolution={resolution}, above the limit of {MAX_FOLDER_BYTES} bytes in "
+                        "memory (evaluators.data.folder.MAX_FOLDER_BYTES); use fewer images or a lower "
+                        "resolution")
     images, labels = [], []
-    for label, name in enumerate(classes):
-        folder = root / name
-        if not folder.is_dir():
-            continue
-        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in EXTENSIONS)
+    for label, files in listed.items():
         images += [_read_image(p, resolution, mode) for p in files]
         labels += [label] * len(files)
     if not images:

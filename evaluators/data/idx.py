@@ -1,8 +1,10 @@
-"""MNIST-format IDX files (MNIST, Fashion-MNIST, KMNIST), gzipped or not."""
+"""MNIST-format IDX files (MNIST, Fashion-MNIST, KMNIST), gzipped or not, size-checked before reading."""
 
 from __future__ import annotations
 
 import gzip
+import math
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,7 @@ FILES = {
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 _IMAGES_MAGIC, _LABELS_MAGIC = 0x803, 0x801
+MAX_IDX_BYTES = 2**31  # data bytes one IDX file may declare (MNIST's train images: 47 MB)
 
 
 def _find(root: Path, stem: str) -> Path:
@@ -26,25 +29,37 @@ def _find(root: Path, stem: str) -> Path:
     raise DataError(f"data.root: {root} has no {stem}[.gz]; an IDX data set needs {expected}")
 
 
+def _declared_shape(path: Path, head: bytes, magic: int) -> tuple[int, ...]:
+    """The shape in an IDX header; :class:`DataError` when the magic is wrong or data too large."""
+    ndim = magic & 0xFF
+    if len(head) < 4 + 4 * ndim or int.from_bytes(head[:4], "big") != magic:
+        found = hex(int.from_bytes(head[:4], "big")) if len(head) >= 4 else "a truncated header"
+        raise DataError(f"{path}: not an IDX file of {ndim} dimension(s) (magic {hex(magic)} expected, "
+                        f"found {found})")
+    shape = tuple(int.from_bytes(head[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+    if math.prod(shape) > MAX_IDX_BYTES:
+        raise DataError(f"{path}: header declares {shape} = {math.prod(shape)} bytes of data, above the "
+                        f"limit of {MAX_IDX_BYTES} bytes (evaluators.data.idx.MAX_IDX_BYTES)")
+    return shape
+
+
 def read_idx(path: Path, magic: int) -> np.ndarray:
-    """The array stored in one IDX file; :class:`DataError` names the file when malformed."""
+    """The array stored in one IDX file; :class:`DataError` names the file when malformed.
+
+    The header is read first and checked against :data:`MAX_IDX_BYTES`; then exactly the declared
+    number of bytes is read (inflated), never more, so a gzip bomb cannot fill the memory."""
     try:
         opener = gzip.open if path.suffix == ".gz" else open
         with opener(path, "rb") as handle:
-            raw = handle.read()
-    except (OSError, EOFError) as err:
+            shape = _declared_shape(path, handle.read(4 + 4 * (magic & 0xFF)), magic)
+            size = math.prod(shape)
+            raw = handle.read(size + 1)
+    except (OSError, EOFError, zlib.error) as err:
         raise DataError(f"{path}: cannot be read ({err})") from None
-    ndim = magic & 0xFF
-    header = 4 + 4 * ndim
-    if len(raw) < header or int.from_bytes(raw[:4], "big") != magic:
-        found = hex(int.from_bytes(raw[:4], "big")) if len(raw) >= 4 else "a truncated header"
-        raise DataError(f"{path}: not an IDX file of {ndim} dimension(s) (magic {hex(magic)} expected, "
-                        f"found {found})")
-    shape = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
-    size = int(np.prod(shape))
-    if len(raw) - header != size:
-        raise DataError(f"{path}: header says {shape} = {size} bytes of data, file has {len(raw) - header}")
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+    if len(raw) != size:
+        found = "more" if len(raw) > size else f"only {len(raw)}"
+        raise DataError(f"{path}: header says {shape} = {size} bytes of data, file has {found}")
+    return np.frombuffer(raw, dtype=np.uint8).reshape(shape)
 
 
 def _read_split(root: Path, split: str) -> ImageArrays:

@@ -21,6 +21,13 @@ Protocol columns are optional on import; where present they must agree with the 
 of the import (the ``latency`` config), so that a table is never filed under the wrong one.
 A row whose ``key`` is ``overhead`` sets the per-network overhead (ms) added to every
 prediction (otherwise 0: a plain sum of layer rows).
+
+Imported rows keep their provenance: the table lists them with the protocol the CSV states
+(its columns, else the import's ``latency.*``) and no machine fingerprint. Importing into a
+table that holds rows measured on this machine needs every protocol column, in every row,
+matching the table's protocol -- or ``replace_measured=True``, which accepts the CSV as it is
+(rows recorded with the CSV's own protocol). Rows replaced with other figures drop the table's
+fit.
 """
 
 from __future__ import annotations
@@ -34,11 +41,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from evaluators.latency.errors import ProtocolError, TableFileError
+from evaluators.latency.errors import ProtocolError, ProtocolMismatchError, TableFileError
 from evaluators.latency.fit import OverheadFit
 from evaluators.latency.keys import FIELD_COLUMNS, compose_key, layer_from_key
-from evaluators.latency.protocol import LatencyProtocol
-from evaluators.latency.table import LatencyTable
+from evaluators.latency.protocol import EXTERNAL, LatencyProtocol
+from evaluators.latency.table import ImportRecord, LatencyTable
 from search_spaces.blockstring import layer_token
 from search_spaces.serialize import atomic_write_text
 from search_spaces.spec import Layer
@@ -63,12 +70,28 @@ COLUMNS = ("key", *FIELD_COLUMNS, "input_shape", LATENCY_COLUMN, *PROTOCOL_COLUM
 
 @dataclass(frozen=True)
 class ImportSummary:
-    """What an import did: rows stored, rows skipped for an empty latency, the overhead."""
+    """What an import did: rows stored, rows skipped for an empty latency, the overhead, rows
+    that replaced other figures, whether the table's fit was dropped, the CSV's protocol."""
 
     rows: int
     skipped: int
     overhead_ms: float | None
     table: Path
+    replaced: int = 0
+    fit_dropped: bool = False
+    protocol: LatencyProtocol | None = None
+
+
+@dataclass
+class _Contents:
+    """A CSV read: rows, overhead, skipped rows, and per protocol column the stored values seen
+    (with the first line of each) and whether some row left it out."""
+
+    rows: dict[str, float]
+    overhead: float | None
+    skipped: int
+    cells: dict[str, dict[Any, int]]
+    gaps: set[str]
 
 
 def export_layers_csv(
@@ -101,9 +124,47 @@ def export_layers_csv(
 def read_latency_csv(
     path: str | os.PathLike[str], protocol: LatencyProtocol
 ) -> tuple[dict[str, float], float | None, int]:
-    """``(rows, overhead_ms or None, skipped)`` from a CSV in the format above; every problem
-    raises :class:`TableFileError` naming the file, line and column."""
-    path = Path(path)
+    """``(rows, overhead_ms or None, skipped)`` from a CSV in the format above; every problem,
+    a protocol cell that differs from ``protocol`` included, raises :class:`TableFileError`
+    naming the file, line and column."""
+    contents = _read_csv(Path(path), protocol)
+    _check_cells(Path(path), contents, protocol)
+    return contents.rows, contents.overhead, contents.skipped
+
+
+def import_csv(
+    csv_path: str | os.PathLike[str],
+    table_path: str | os.PathLike[str],
+    protocol: LatencyProtocol,
+    *,
+    replace_measured: bool = False,
+) -> ImportSummary:
+    """Read a CSV of measured layers into the table at ``table_path`` for ``protocol``
+    (created if absent; rows with the same keys are replaced), recording the CSV's protocol
+    with its rows. Into a table holding rows measured on this machine, the CSV must state the
+    table's protocol in every protocol column unless ``replace_measured``; otherwise
+    :class:`ProtocolMismatchError` says what is missing or differs. Nothing is written then."""
+    csv_path = Path(csv_path)
+    table = LatencyTable.open(table_path, protocol, create=True)
+    contents = _read_csv(csv_path, protocol)
+    measured = table.measured_here()
+    if not measured:
+        _check_cells(csv_path, contents, protocol)
+    source = _csv_protocol(csv_path, contents, protocol)
+    if measured and not replace_measured:
+        _require_stated_protocol(csv_path, table, contents, measured)
+    had_fit = table.fit.fitted
+    replaced = table.add_rows(contents.rows, source=ImportRecord(csv_path.name, source), save=False)
+    if contents.overhead is not None:
+        table.set_fit(OverheadFit(overhead_ms=contents.overhead), save=False)
+    table.save()
+    return ImportSummary(
+        rows=len(contents.rows), skipped=contents.skipped, overhead_ms=contents.overhead, table=table.path,
+        replaced=replaced, fit_dropped=had_fit and bool(replaced), protocol=source,
+    )
+
+
+def _read_csv(path: Path, protocol: LatencyProtocol) -> _Contents:
     if not path.is_file():
         raise TableFileError(f"{path}: CSV file not found")
     with path.open(newline="") as handle:
@@ -111,9 +172,8 @@ def read_latency_csv(
         header = [h.strip() for h in (reader.fieldnames or [])]
         _check_header(path, header)
         reader.fieldnames = header
-        rows: dict[str, float] = {}
-        overhead: float | None = None
-        skipped = 0
+        contents = _Contents({}, None, 0, {column: {} for column in PROTOCOL_COLUMNS}, set())
+        contents.gaps = {column for column in PROTOCOL_COLUMNS if column not in header}
         for record in reader:
             where = f"{path}: line {reader.line_num}"
             if None in record:
@@ -122,34 +182,23 @@ def read_latency_csv(
             if not any(values.values()):
                 continue
             key = _row_key(values, where)
-            _check_protocol_cells(values, protocol, where)
+            # a row without a figure, or the overhead, need not state the protocol
+            counted = bool(values[LATENCY_COLUMN]) and key != OVERHEAD_KEY
+            _collect_cells(values, protocol, where, reader.line_num, contents, counted)
             if not values[LATENCY_COLUMN]:
-                skipped += 1
+                contents.skipped += 1
                 continue
             ms = _latency(values[LATENCY_COLUMN], where)
             if key == OVERHEAD_KEY:
-                overhead = ms
+                contents.overhead = ms
                 continue
-            if key in rows and rows[key] != ms:
+            if key in contents.rows and contents.rows[key] != ms:
                 raise TableFileError(
-                    f"{where}: layer {key} appears twice with different latencies ({rows[key]} and {ms} ms)"
+                    f"{where}: layer {key} appears twice with different latencies "
+                    f"({contents.rows[key]} and {ms} ms)"
                 )
-            rows[key] = ms
-    return rows, overhead, skipped
-
-
-def import_csv(
-    csv_path: str | os.PathLike[str], table_path: str | os.PathLike[str], protocol: LatencyProtocol
-) -> ImportSummary:
-    """Read a CSV of measured layers into the table at ``table_path`` for ``protocol``
-    (created if absent; rows with the same keys are replaced). Returns what was done."""
-    rows, overhead, skipped = read_latency_csv(csv_path, protocol)
-    table = LatencyTable.open(table_path, protocol, create=True)
-    table.add_rows(rows, save=False)
-    if overhead is not None:
-        table.set_fit(OverheadFit(overhead_ms=overhead), save=False)
-    table.save()
-    return ImportSummary(rows=len(rows), skipped=skipped, overhead_ms=overhead, table=table.path)
+            contents.rows[key] = ms
+    return contents
 
 
 def _check_header(path: Path, header: list[str]) -> None:
@@ -208,22 +257,83 @@ def _as_stored(protocol: LatencyProtocol, field: str, value: Any) -> Any:
         return value
 
 
-def _check_protocol_cells(values: dict[str, str], protocol: LatencyProtocol, where: str) -> None:
-    for column, field in PROTOCOL_COLUMNS.items():
+def _collect_cells(
+    values: dict[str, str], protocol: LatencyProtocol, where: str, line: int, contents: _Contents,
+    counted: bool,
+) -> None:
+    for column, field_name in PROTOCOL_COLUMNS.items():
         text = values.get(column, "")
         if not text:
+            if counted:
+                contents.gaps.add(column)
             continue
-        expected: Any = getattr(protocol, field)
+        expected: Any = getattr(protocol, field_name)
         try:
             value = type(expected)(text)
         except ValueError:
             raise TableFileError(
                 f"{where}: column {column} {text!r} is not a {type(expected).__name__}"
             ) from None
-        if _as_stored(protocol, field, value) != expected:
-            setting = "resolution" if field == "resolution" else f"latency.{field}"
+        contents.cells[column].setdefault(_as_stored(protocol, field_name, value), line)
+
+
+def _setting(column: str) -> str:
+    return "resolution" if column == "input_resolution" else f"latency.{PROTOCOL_COLUMNS[column]}"
+
+
+def _check_cells(path: Path, contents: _Contents, protocol: LatencyProtocol) -> None:
+    """Every protocol cell must agree with ``protocol`` (the first that does not is named)."""
+    for column, seen in contents.cells.items():
+        expected = getattr(protocol, PROTOCOL_COLUMNS[column])
+        for value, line in seen.items():
+            if value != expected:
+                raise TableFileError(
+                    f"{path}: line {line}: column {column} is {str(value)!r} but the import's protocol has "
+                    f"{expected!r}; import with {_setting(column)}={value} so that the table is filed under "
+                    "the protocol it was measured with"
+                )
+
+
+def _csv_protocol(path: Path, contents: _Contents, protocol: LatencyProtocol) -> LatencyProtocol:
+    """The protocol the CSV states: its columns over ``protocol``, with no machine fingerprint."""
+    changes: dict[str, Any] = {}
+    for column, seen in contents.cells.items():
+        if len(seen) > 1:
             raise TableFileError(
-                f"{where}: column {column} is {text!r} but the import's protocol has {expected!r}; "
-                f"import with {setting}={text} so that the table is filed under the protocol it was "
-                "measured with"
+                f"{path}: column {column} has several values ({', '.join(map(str, seen))}); one import is "
+                f"one protocol: split the CSV by {column}"
             )
+        if seen:
+            changes[PROTOCOL_COLUMNS[column]] = next(iter(seen))
+    if changes.get("device") == protocol.device:  # replace() would resolve drift_correction again
+        del changes["device"]
+    try:
+        return protocol.replace(**changes, fingerprint=EXTERNAL)
+    except ProtocolError as err:
+        raise TableFileError(f"{path}: its protocol columns do not form a protocol: {err}") from None
+
+
+def _require_stated_protocol(
+    path: Path, table: LatencyTable, contents: _Contents, measured: set[str]
+) -> None:
+    """Refuse (one line) a CSV that does not state the table's protocol in every row."""
+    missing = [column for column in PROTOCOL_COLUMNS if column in contents.gaps]
+    differ = [
+        f"{column} {'/'.join(map(str, seen))} vs {getattr(table.protocol, PROTOCOL_COLUMNS[column])}"
+        for column, seen in contents.cells.items()
+        if set(seen) - {getattr(table.protocol, PROTOCOL_COLUMNS[column])}
+    ]
+    if not missing and not differ:
+        return
+    replacing = len(measured & set(contents.rows))
+    problems = "; ".join(
+        ([f"missing protocol column(s) {', '.join(missing)}"] if missing else [])
+        + ([f"differing: {', '.join(differ)} (CSV vs table)"] if differ else [])
+    )
+    raise ProtocolMismatchError(
+        f"{path}: the import would replace {replacing} of the {len(measured)} rows measured on this machine "
+        f"in {table.path} with figures of another or unstated protocol ({problems}); either give the CSV the "
+        f"protocol columns {', '.join(PROTOCOL_COLUMNS)} matching the table (lut action=export-layers writes "
+        "them), or import anyway with replace_measured=true (the rows are recorded with the CSV's protocol; "
+        "a fit of replaced rows is dropped)"
+    )

@@ -7,7 +7,8 @@ The file::
      "protocol": {"device": "cpu", "threads": 1, ..., "fingerprint": {...}},
      "reference_ms": 0.3121,
      "fit": {"scale": 1.25, "overhead_ms": 0.1, "n_specs": 8, "rmse_ms": 0.2},
-     "rows": {"block:r56:c24:ir_k3_e72_c24_s1_re": 0.8123, ...}}
+     "rows": {"block:r56:c24:ir_k3_e72_c24_s1_re": 0.8123, ...},
+     "imports": [{"csv": "pixel.csv", "protocol": {...}, "keys": ["block:...", ...]}]}
 
 A spec's predicted latency is ``fit.scale * sum(rows of its layers) + fit.overhead_ms``.
 ``reference_ms`` is the drift-correction unit (see :mod:`evaluators.latency.drift`; null when
@@ -18,6 +19,13 @@ Missing rows are measured on demand (on this machine only) and the file is rewri
 atomically; rows written meanwhile by another process sharing the file are merged, not lost.
 A table is opened for one protocol; any difference, the machine's fingerprint included, or a
 damaged file raises a :class:`~evaluators.latency.errors.LatencyError`.
+
+Rows never mix provenance silently: rows imported from a CSV are listed under ``imports``
+(present only when there are any) with the protocol the CSV states (its protocol columns, else
+the import's ``latency.*`` settings) and no machine fingerprint (``external``); every other row
+was measured under the table's own protocol. Replacing a row with another figure drops the
+fitted ``fit`` (it was fitted on the old figures), so a later prediction refits or warns that
+the fit is missing.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ import os
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -54,7 +63,21 @@ log = logging.getLogger(__name__)
 FORMAT = "mobilenas.latency_table"
 VERSION = 2  # 2: drift correction (reference_ms)
 _FIELDS = ("format", "version", "protocol", "reference_ms", "fit", "rows")
-_CHUNK = 32  # layers measured between progress updates and periodic saves
+_OPTIONAL_FIELDS = ("imports",)  # written only when the table holds imported rows
+_CHUNK = 4  # layers measured between progress updates and save checks (well under a second each)
+SAVE_INTERVAL_S = 2.0  # a build saves at least this often: a kill loses at most a few seconds of rows
+
+
+@dataclass
+class ImportRecord:
+    """Rows imported from ``csv``, measured under ``protocol`` (the CSV's, not this table's)."""
+
+    csv: str
+    protocol: LatencyProtocol
+    keys: set[str] = field(default_factory=set)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"csv": self.csv, "protocol": self.protocol.to_dict(), "keys": sorted(self.keys)}
 
 
 class LatencyTable:
@@ -83,7 +106,9 @@ class LatencyTable:
         self._lock = threading.RLock()
         self._stamp: tuple[int, int] | None = None  # (mtime_ns, size) of the file as last read or written
         self._warned_unfitted = False
-        self.save_interval_s = 30.0
+        self._fit_dropped = False  # rows changed under the fit: do not take a stale fit back when merging
+        self._imports: list[ImportRecord] = []
+        self.save_interval_s = SAVE_INTERVAL_S
 
     # --- opening ----------------------------------------------------------------------
     @classmethod
@@ -119,8 +144,9 @@ class LatencyTable:
     def read(cls, path: str | os.PathLike[str]) -> LatencyTable:
         """The table at ``path`` with the protocol stored in it (for inspection and merging)."""
         path = Path(path)
-        protocol, reference_ms, fit, rows = _parse(path)
+        protocol, reference_ms, fit, rows, imports = _parse(path)
         table = cls(path, protocol, rows=rows, fit=fit, reference_ms=reference_ms)
+        table._imports = imports
         table._stamp = _file_stamp(path)
         return table
 
@@ -142,6 +168,20 @@ class LatencyTable:
     def rows(self) -> Mapping[str, float]:
         """Layer key -> milliseconds (read-only view)."""
         return MappingProxyType(self._rows)
+
+    @property
+    def imports(self) -> tuple[ImportRecord, ...]:
+        """The imports whose rows the table holds, each with the protocol it states."""
+        return tuple(record for record in self._imports if record.keys)
+
+    def imported_keys(self) -> set[str]:
+        return {key for record in self._imports for key in record.keys}
+
+    def measured_here(self) -> set[str]:
+        """Keys of the rows measured on this machine under the table's protocol (not imported)."""
+        if not self._protocol.measurable:
+            return set()
+        return set(self._rows) - self.imported_keys()
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -204,8 +244,8 @@ class LatencyTable:
     def build(self, layers: Iterable[Layer], *, progress: bool = True) -> int:
         """Measure and store the rows ``layers`` lack; returns how many were measured.
 
-        The file is saved every ``save_interval_s`` seconds and at the end (also when
-        interrupted), so a killed build keeps most of its rows."""
+        The file is saved every ``save_interval_s`` seconds (checked every few layers) and at
+        the end (also when interrupted), so a killed build loses at most a few seconds of rows."""
         missing = self.missing(layers)
         if not missing:
             return 0
@@ -221,7 +261,7 @@ class LatencyTable:
                         self._rows[layer.key] = self._layer_ms[layer] = round(result.ms, 5)
                     done += len(chunk)
                     bar.update(len(chunk))
-                    if time.monotonic() - last_save > self.save_interval_s:
+                    if time.monotonic() - last_save >= self.save_interval_s:
                         self.save()
                         last_save = time.monotonic()
         finally:
@@ -288,18 +328,44 @@ class LatencyTable:
             if save:
                 self.save()
 
-    def add_rows(self, rows: Mapping[str, float], *, save: bool = True) -> None:
-        """Store ``rows`` (layer key -> ms), replacing rows with the same keys."""
+    def add_rows(
+        self, rows: Mapping[str, float], *, source: ImportRecord | None = None, save: bool = True
+    ) -> int:
+        """Store ``rows`` (layer key -> ms), replacing rows with the same keys; returns how many
+        existing rows got another figure. ``source``: the import they come from (None: measured
+        under the table's protocol). Replacing rows drops a fitted ``fit`` (with a warning)."""
         checked = {key: _check_row(key, ms, "rows") for key, ms in rows.items()}
         with self._lock:
+            replaced = sum(key in self._rows and self._rows[key] != ms for key, ms in checked.items())
             self._rows.update(checked)
+            for record in self._imports:
+                record.keys.difference_update(checked)
+            self._imports = [record for record in self._imports if record.keys]
+            if source is not None:
+                source.keys.update(checked)
+                self._imports.append(source)
             self._layer_ms.clear()
             self._spec_ms.clear()
+            if replaced:
+                self._drop_fit(f"{replaced} row(s) replaced")
             if save:
                 self.save()
+        return replaced
+
+    def _drop_fit(self, reason: str) -> None:
+        if not self._fit.fitted:
+            return
+        log.warning(
+            "latency table %s: fit dropped (%s; it was fitted on the old figures): predictions refit or "
+            "are plain sums until it is fitted again (mobilenas lut action=build)",
+            self.path, reason,
+        )
+        self._fit = OverheadFit()
+        self._fit_dropped = True
+        self._warned_unfitted = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "format": FORMAT,
             "version": VERSION,
             "protocol": self._protocol.to_dict(),
@@ -307,6 +373,9 @@ class LatencyTable:
             "fit": self._fit.to_dict(),
             "rows": dict(sorted(self._rows.items())),
         }
+        if self.imports:
+            data["imports"] = [record.to_dict() for record in self.imports]
+        return data
 
     def save(self) -> Path:
         """Write the table atomically, first merging rows another process saved meanwhile."""
@@ -325,9 +394,13 @@ class LatencyTable:
                 to_ours = 1.0
                 if self._reference_ms and other.reference_ms:
                     to_ours = self._reference_ms / other.reference_ms
-                for key, ms in other._rows.items():
-                    self._rows.setdefault(key, round(ms * to_ours, 5))
-                if not self._fit.fitted and other.fit.fitted:
+                adopted = set(other._rows) - set(self._rows)
+                for key in adopted:
+                    self._rows[key] = round(other._rows[key] * to_ours, 5)
+                for record in other._imports:
+                    if record.keys & adopted:
+                        self._imports.append(ImportRecord(record.csv, record.protocol, record.keys & adopted))
+                if not self._fit.fitted and other.fit.fitted and not self._fit_dropped:
                     self.set_fit(other.fit, save=False)
             atomic_write_text(self.path, json.dumps(self.to_dict(), indent=1) + "\n")
             self._stamp = _file_stamp(self.path)
@@ -355,7 +428,9 @@ def _check_row(key: Any, ms: Any, where: str) -> float:
     return float(ms)
 
 
-def _parse(path: Path) -> tuple[LatencyProtocol, float | None, OverheadFit, dict[str, float]]:
+def _parse(
+    path: Path,
+) -> tuple[LatencyProtocol, float | None, OverheadFit, dict[str, float], list[ImportRecord]]:
     """Read and check a table file; every problem raises :class:`TableFileError` naming it."""
     advice = f"delete {path} to measure a new table, or restore it"
     try:
@@ -380,10 +455,10 @@ def _parse(path: Path) -> tuple[LatencyProtocol, float | None, OverheadFit, dict
             + (f"; it was measured by an older mobilenas without drift correction: delete {path} to "
                "measure a new table" if older else "")
         )
-    if set(data) != set(_FIELDS):
+    if not set(_FIELDS) <= set(data) <= {*_FIELDS, *_OPTIONAL_FIELDS}:
         raise TableFileError(
-            f"{path}: the latency table must have exactly the fields {', '.join(_FIELDS)}; "
-            f"got {', '.join(sorted(data))}"
+            f"{path}: the latency table must have the fields {', '.join(_FIELDS)} "
+            f"(and optionally {', '.join(_OPTIONAL_FIELDS)}); got {', '.join(sorted(data))}"
         )
     try:
         protocol = LatencyProtocol.from_dict(data["protocol"])
@@ -407,4 +482,25 @@ def _parse(path: Path) -> tuple[LatencyProtocol, float | None, OverheadFit, dict
         rows = {key: _check_row(key, ms, "rows") for key, ms in data["rows"].items()}
     except TableFileError as err:
         raise TableFileError(f"{path}: {err}; {advice}") from None
-    return protocol, reference_ms, fit, rows
+    return protocol, reference_ms, fit, rows, _parse_imports(path, data.get("imports", []), rows)
+
+
+def _parse_imports(path: Path, data: Any, rows: Mapping[str, float]) -> list[ImportRecord]:
+    """The ``imports`` list: each with a csv name, a protocol and keys of rows the table holds."""
+    where = f"{path}: 'imports'"
+    if not isinstance(data, list):
+        raise TableFileError(f"{where} must be a list of {{csv, protocol, keys}}")
+    records = []
+    for i, item in enumerate(data):
+        if not isinstance(item, dict) or set(item) != {"csv", "protocol", "keys"}:
+            raise TableFileError(f"{where}[{i}]: expected the fields csv, protocol, keys")
+        keys = item["keys"]
+        if (not isinstance(item["csv"], str) or not isinstance(keys, list)
+                or not all(isinstance(key, str) and key in rows for key in keys)):
+            raise TableFileError(f"{where}[{i}]: csv must be a name and keys a list of the table's row keys")
+        try:
+            protocol = LatencyProtocol.from_dict(item["protocol"])
+        except ProtocolError as err:
+            raise TableFileError(f"{where}[{i}]: bad protocol: {err}") from None
+        records.append(ImportRecord(item["csv"], protocol, set(keys)))
+    return records

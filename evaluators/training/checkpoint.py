@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +22,28 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike[str]) -> Path
     return atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
+def load_error_reason(err: Exception) -> str:
+    """One line saying why ``torch.load(..., weights_only=True)`` failed.
+
+    Torch's own text spans lines and advises ``weights_only=False``, which would run the file's
+    pickled code; this names what was refused instead and never gives that advice."""
+    refused = re.search(r"GLOBAL ([\w.]+)", str(err))
+    if refused is not None:
+        return (f"it holds objects other than tensors and plain data (refused global {refused.group(1)}); "
+                "mobilenas never unpickles arbitrary objects")
+    if isinstance(err, pickle.UnpicklingError):
+        return ("its pickled data is corrupt or holds unsupported content; "
+                "mobilenas never unpickles arbitrary objects")
+    first = next((line for line in str(err).splitlines() if line.strip()), "")
+    return f"{type(err).__name__}: {first.split('. ')[0]}"
+
+
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Load a checkpoint without running pickled code (``weights_only=True``), on the CPU."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # any unpickling failure means a bad file
-        raise TrainError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from None
+        raise TrainError(f"{path}: not a readable checkpoint ({load_error_reason(err)})") from None
     if not isinstance(state, dict) or "step" not in state or "model" not in state:
         raise TrainError(f"{path}: not a mobilenas training checkpoint (no 'step' or 'model')")
     return state

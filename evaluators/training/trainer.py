@@ -1,5 +1,10 @@
 """``fit``: train any ``nn.Module`` on a :class:`DatasetSplits`, resumable, never raising on NaN.
 
+A run diverges (status ``diverged``, stopped at once) when a training loss is NaN or infinite, when
+at an evaluation the mean training loss or the validation loss is not below :data:`MAX_LOSS`, or
+when a weight is non-finite or above :data:`MAX_WEIGHT` in magnitude. Weights are checked at every
+evaluation and before every checkpoint, so no checkpoint or result holds exploded weights.
+
 The module is trained in place (NetAdapt passes networks with inherited weights). One run is a
 fixed number of optimizer steps; the learning rate, the batch order and the augmentation of
 every step depend only on the config, the seed and the step, and checkpoints hold the weights,
@@ -38,6 +43,11 @@ from evaluators.training.schedule import lr_at
 log = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = 1
 COMPLETED, DIVERGED = "completed", "diverged"
+# Bounds above which a run counts as diverged. A cross-entropy starts near ln(classes) (< 7 for 1000
+# classes) and a poor or overfitted network stays within a few tens; 1e3 needs logits off by ~1e3.
+# Trained MobileNetV3 weights (batch-norm scales included) stay below ~1e2; 1e6 is far above that.
+MAX_LOSS = 1e3
+MAX_WEIGHT = 1e6
 
 EvalCallback = Callable[[int, EvalResult], None]
 
@@ -46,8 +56,9 @@ EvalCallback = Callable[[int, EvalResult], None]
 class TrainResult:
     """The outcome of :func:`fit`.
 
-    ``status`` is ``completed`` or ``diverged`` (a NaN/inf loss stopped the run: ``top1`` and
-    ``top5`` are then 0.0 and ``loss`` NaN, and the module's weights are not usable).
+    ``status`` is ``completed`` or ``diverged`` (a NaN/inf or exploding training or validation
+    loss, or exploded weights, stopped the run: ``top1`` and ``top5`` are then 0.0 and ``loss``
+    NaN, ``message`` says why, and the module's weights are not usable).
     Accuracies are fractions in [0, 1], measured on the evaluation split with the final weights
     (the EMA weights when EMA is on)."""
 
@@ -184,6 +195,29 @@ class _Run:
                  self.identity["eval_split"], 100 * result.top1, 100 * result.top5, result.loss, elapsed)
         return result
 
+    def divergence(self, result: EvalResult | None) -> str:
+        """Why the run has diverged at this step ("" when it has not): after an evaluation (``result``),
+        a mean training or a validation loss not below :data:`MAX_LOSS`; always, a weight that is
+        non-finite or above :data:`MAX_WEIGHT` in magnitude."""
+        losses = {}
+        if result is not None:
+            losses["training"] = self.history[-1]["train_loss"]
+            if result.count:
+                losses["validation"] = result.loss
+        for name, loss in losses.items():
+            if not loss < MAX_LOSS:  # also true for NaN
+                return f"{name} loss is {loss:.4g} at step {self.step} (limit {MAX_LOSS:g})"
+        largest = self.largest_weight()
+        if not largest <= MAX_WEIGHT:  # also true for NaN
+            return f"weights exploded at step {self.step} (largest |w| {largest:.3g}, limit {MAX_WEIGHT:g})"
+        return ""
+
+    def largest_weight(self) -> float:
+        """The largest parameter magnitude of the trained and the final (EMA) module; NaN if any is NaN."""
+        modules = {id(m): m for m in (self.model, self.final_model)}.values()
+        peaks = [p.detach().abs().max().float() for m in modules for p in m.parameters() if p.numel()]
+        return float(torch.stack(peaks).max()) if peaks else 0.0
+
     def due(self, every: int) -> bool:
         if self.step >= self.total:
             return True
@@ -210,8 +244,9 @@ def fit(model: nn.Module, data: DatasetSplits, cfg: TrainConfig, *, eval_split: 
             propagate to the caller.
 
     Returns:
-        A :class:`TrainResult`; a NaN/inf loss ends the run with status ``diverged`` instead of
-        raising. With EMA on, the EMA weights are copied into ``model`` at the end.
+        A :class:`TrainResult`; a NaN/inf or exploding loss (training or validation) or exploded
+        weights end the run with status ``diverged`` instead of raising, before that step's checkpoint and
+        ``on_eval``. With EMA on, the EMA weights are copied into ``model`` at the end.
     """
     cfg.validate()
     run = _Run(model, data, cfg, eval_split)
@@ -224,21 +259,24 @@ def fit(model: nn.Module, data: DatasetSplits, cfg: TrainConfig, *, eval_split: 
     started = time.perf_counter() - run.seconds
     bar = tqdm(total=run.total, initial=run.step, desc="train", unit="step", disable=not cfg.progress,
                dynamic_ncols=True, leave=False)
-    status, message = COMPLETED, ""
+    diverged = ""  # why the run diverged
     try:
-        while run.step < run.total and status == COMPLETED:
+        while run.step < run.total and not diverged:
             epoch, start = divmod(run.step, run.steps_per_epoch)
             for images, labels in run.train_loader.batches(epoch, start):
                 loss = run.train_step(images, labels)
                 if not math.isfinite(loss):
-                    status = DIVERGED
-                    message = f"loss is {loss} at step {run.step + 1}; training stopped"
-                    log.warning("%s", message)
+                    diverged = f"training loss is {loss} at step {run.step + 1}"
                     break
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
                 evaluated = run.evaluate(time.perf_counter() - started) if run.due(cfg.eval_every) else None
-                if path is not None and run.due(cfg.checkpoint_every):
+                checkpoint = path is not None and run.due(cfg.checkpoint_every)
+                if evaluated is not None or checkpoint:
+                    diverged = run.divergence(evaluated)
+                    if diverged:
+                        break
+                if path is not None and checkpoint:
                     run.seconds = time.perf_counter() - started
                     save_checkpoint(run.state(), path)
                 if evaluated is not None and on_eval is not None:
@@ -248,11 +286,14 @@ def fit(model: nn.Module, data: DatasetSplits, cfg: TrainConfig, *, eval_split: 
     finally:
         bar.close()
     run.seconds = time.perf_counter() - started
-    if status == DIVERGED:
+    if not diverged and (not run.history or run.history[-1]["step"] != run.step):
+        # a run resumed after its last step, or with nothing evaluated
+        diverged = run.divergence(run.evaluate(run.seconds))
+    if diverged:
+        message = f"{diverged}; training stopped"
+        log.warning("%s", message)
         return TrainResult(DIVERGED, 0.0, 0.0, math.nan, run.step, run.total,
                            run.step / run.steps_per_epoch, run.seconds, run.history, message)
-    if not run.history or run.history[-1]["step"] != run.step:
-        run.evaluate(run.seconds)  # a run resumed after its last step, or with nothing evaluated
     if run.ema is not None:
         model.load_state_dict(run.ema.module.state_dict())
     last = run.history[-1]

@@ -10,10 +10,12 @@ from omegaconf import DictConfig
 
 from search.commands.show import resolve_arch
 from search.config import ConfigError, typed
-from search.export import ExportOptions, ExportResult, export_model
-from search.export_formats import check_onnx_options
+from search.export import ExportOptions, ExportResult, check_name, export_dir, export_model, safe_name
+from search.export_formats import check_onnx_options, check_tolerances
 from search.export_sources import ExportSource, arch_name, read_run
 from search_spaces.reference import REFERENCES
+
+EXPORT_ROOT = Path("runs") / "export"  # where exports go without out=
 
 
 @dataclass
@@ -27,6 +29,7 @@ class ExportConfig(ExportOptions):
     resolution: int | None = None
     overwrite: bool = False
     seed: int = 0
+    verify: bool = True  # run= an earlier export: its files must match its export.json
 
 
 def _source(options: ExportConfig) -> ExportSource:
@@ -37,7 +40,7 @@ def _source(options: ExportConfig) -> ExportSource:
         if options.width_mult != 1.0 or options.num_classes or options.resolution:
             raise ConfigError("export: width_mult, num_classes and resolution apply to arch=, not to run= "
                               "(a run's weights fix its architecture)")
-        return read_run(options.run)
+        return read_run(options.run, verify=options.verify, skip="pass verify=false to read it unchecked")
     arch = options.arch
     spec = resolve_arch(arch, width_mult=options.width_mult, num_classes=options.num_classes,
                         resolution=options.resolution)
@@ -62,19 +65,29 @@ def summary(result: ExportResult) -> str:
     if "onnx_max_abs_diff" in checks:
         lines.append(f"  ONNX opset {checks['onnx_opset']} ({checks['onnx_exporter']} exporter), "
                      f"onnxruntime: max abs diff {checks['onnx_max_abs_diff']:.3g} "
-                     f"(tolerance {checks['tolerance']:.3g})")
+                     f"(tolerance {checks['tolerance']:.3g}, max |logit| {checks['max_abs_logit']:.3g})")
     lines.append("  files: " + ", ".join([*result.files, "MODEL_CARD.md", "export.json"]))
     return "\n".join(lines)
 
 
+def destination(options: ExportConfig, name: str) -> Path:
+    """``out`` as given, or ``runs/export/<name>``: ``name`` is a name, never a path, and the
+    directory stays inside that root (symbolic links resolved)."""
+    return Path(options.out) if options.out else export_dir(EXPORT_ROOT, name, field="export.name")
+
+
 def run(cfg: DictConfig) -> None:
     options = typed(cfg, ExportConfig, "export")
-    check_onnx_options(options.opset, options.onnx_exporter, prefix="export.")  # before reading the run
+    # Cheap checks before reading the run.
+    check_onnx_options(options.opset, options.onnx_exporter, prefix="export.")
+    check_tolerances(options.atol, options.rtol, prefix="export.")
+    if options.name is not None:
+        check_name(options.name, field="export.name")
     source = _source(options)
-    name = options.name or source.name
-    out = Path(options.out) if options.out else Path("runs") / "export" / name
+    name = options.name or safe_name(source.name)
+    out = destination(options, name)
     result = export_model(source.spec, source.weights, out, metadata={**source.metadata, "name": name},
                           onnx=options.onnx, torchscript=options.torchscript, opset=options.opset,
-                          onnx_exporter=options.onnx_exporter, atol=options.atol,
+                          onnx_exporter=options.onnx_exporter, rtol=options.rtol, atol=options.atol,
                           overwrite=options.overwrite, seed=options.seed)
     print(summary(result))

@@ -36,6 +36,7 @@ class LutConfig:
     resolution: int = 224
     num_classes: int = 1000
     csv: str | None = None
+    replace_measured: bool = False
     fit_specs: int = 8
     specs: int = 30
     rounds: int = 10
@@ -122,11 +123,13 @@ def _fit_line(report: ValidationReport) -> str:
 def _import(job: _Job) -> None:
     if not job.options.csv:
         raise ConfigError("lut.csv: action=import needs csv=<file> (the measured layers)")
-    summary = import_csv(job.options.csv, job.path, job.protocol)
+    summary = import_csv(
+        job.options.csv, job.path, job.protocol, replace_measured=job.options.replace_measured
+    )
     overhead = "none" if summary.overhead_ms is None else f"{summary.overhead_ms} ms"
     print(
-        f"imported {summary.rows} rows into {summary.table} ({summary.skipped} rows without latency "
-        f"skipped; overhead {overhead})"
+        f"imported {summary.rows} rows into {summary.table} ({summary.replaced} replaced other figures; "
+        f"{summary.skipped} rows without latency skipped; overhead {overhead})"
     )
     _print_table(LatencyTable.read(job.path), job.space)
 
@@ -180,3 +183,6 @@ def _print_table(table: LatencyTable, space: SearchSpace) -> None:
         + (f"drift unit: reference workload {table.reference_ms:.4f} ms\n" if table.reference_ms else "")
         + f"fit: scale {fit.scale:.3f}, overhead {fit.overhead_ms:.3f} ms, {fit.n_specs} networks{rmse}"
     )
+    for record in table.imports:
+        print(f"imported: {len(record.keys)} rows from {record.csv}, "
+              f"measured as {record.protocol.describe()}")

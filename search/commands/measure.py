@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 from omegaconf import DictConfig
 
 from evaluators.latency import LatencyConfig, latency_evaluator, measure_many
-from search.commands.show import resolve_arch
+from search.commands.show import arch_label, resolve_arch
 from search.config import ConfigError, typed
 
 
@@ -39,7 +39,9 @@ def run(cfg: DictConfig) -> None:
         predicted = table(spec)
     unit = table.table.reference_ms if table is not None else None
     result = measure_many([spec], protocol, rounds=options.rounds, reference_ms=unit)[0]
-    print(f"{options.arch}: {result}")
+    # the resolution is in the protocol line
+    label = arch_label(options.arch, width_mult=options.width_mult, num_classes=options.num_classes)
+    print(f"{label}: {result}")
     print(f"protocol: {protocol.describe()}")
     if table is not None:
         print(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -14,11 +15,11 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from search.components import SearchSettings, build_components, pin_target
+from search.components import SearchSettings, build_components, latency_range, pin_target
 from search.config import ConfigError, typed
 from search.results import ranking_table
 from search.runner import Components, SearchReport, run_search, write_results
-from search.study import StudyConfig, storage_url
+from search.study import StudyConfig, mask_secrets, storage_url
 from search.study import validate as validate_study
 
 
@@ -79,6 +80,17 @@ def prepare_latency_table(components: Components) -> None:
         table.build(missing, progress=True)
 
 
+def warn_unreachable_target(components: Components, seed_ms: float) -> None:
+    """Say before the search starts when no candidate can meet the target (on stderr), or when
+    every candidate does (on stdout)."""
+    reach = latency_range(components)
+    if reach is None:
+        return
+    note = components.objective.reach_note(fastest_ms=reach[0], slowest_ms=reach[1], seed_ms=seed_ms)
+    if note is not None:
+        print(note, file=sys.stderr if note.startswith("warning") else sys.stdout)
+
+
 def print_report(report: SearchReport, run_dir: Path, url: str, top_k: int) -> None:
     print(f"\nbest candidates (of {len(report.found)} evaluated):")
     print(ranking_table(report.found, top_k=top_k))
@@ -90,7 +102,8 @@ def print_report(report: SearchReport, run_dir: Path, url: str, top_k: int) -> N
     print(f"\nresults in {run_dir}:")
     for name, path in report.files.items():
         print(f"  {name:<8} {path}")
-    dashboard = url[len("journal:///"):] if url.startswith("journal:///") else url
+    url = mask_secrets(url)  # a password in study.storage is never printed
+    dashboard = url.removeprefix("journal:///")
     print(f"  study    {url}\n  dashboard: pip install optuna-dashboard && optuna-dashboard {dashboard}")
 
 
@@ -104,9 +117,11 @@ def run(cfg: DictConfig) -> None:
     prepare_latency_table(components)
     settings = pin_target(components, settings, study_cfg, url)
     space, objective = components.space, components.objective
+    seed_ms = components.latency(space.seed)
     print(f"search space: {len(space.stages)} stages around {settings.space.seed}, "
-          f"{space.size():.3e} architectures; seed latency {components.latency(space.seed):.3f} ms, "
-          f"target {objective.target_ms:.3f} ms ({objective.mode} objective)")
+          f"{space.size():.3e} architectures; seed latency {seed_ms:.3f} ms, "
+          f"target {objective.target_ms:.4g} ms ({objective.mode} objective)")
+    warn_unreachable_target(components, seed_ms)
     # the search shows one progress bar; the proxy trainings' own log lines would drown it
     logging.getLogger("evaluators.training").setLevel(logging.WARNING)
     study = run_search(partial(build_components, settings), study_cfg, url, components=components)

@@ -38,6 +38,15 @@ def resolve_arch(arch: str, *, width_mult: float = 1.0, num_classes: int | None 
         if (num_classes or resolution) else spec
 
 
+def arch_label(arch: str, *, width_mult: float = 1.0, num_classes: int | None = None,
+               resolution: int | None = None) -> str:
+    """``arch`` with the arguments that change it, e.g. ``mobilenet_v3_small (width_mult=0.75)``."""
+    given = {"width_mult": None if width_mult == 1.0 else f"{width_mult:g}",
+             "num_classes": num_classes, "resolution": resolution}
+    shown = ", ".join(f"{name}={value}" for name, value in given.items() if value is not None)
+    return f"{arch} ({shown})" if shown else arch
+
+
 def describe(spec: ArchSpec, *, markdown: bool = False) -> str:
     """Layer table with per-layer params and MAdds, then the totals."""
     rows = layer_rows(spec)
@@ -73,7 +82,8 @@ def run(cfg: DictConfig) -> None:
     if options.format == "yaml":
         print(serialize.to_yaml(spec), end="")
         return
-    print(f"{options.arch}: {spec.resolution}x{spec.resolution}x{spec.in_channels} input, "
+    print(f"{arch_label(options.arch, width_mult=options.width_mult)}: "
+          f"{spec.resolution}x{spec.resolution}x{spec.in_channels} input, "
           f"{spec.num_classes} classes\n")
     print(describe(spec, markdown=options.format == "markdown"))
     if options.arch in PAPER_FIGURES and options.width_mult == 1.0:

@@ -3,6 +3,8 @@
 The run directory gets ``spec.json``, ``run_config.json`` (data and trainer options),
 ``checkpoint.pt`` (atomic, for ``resume``), ``weights.safetensors`` (final weights; the EMA
 weights when EMA is on), ``metrics.json``, ``metrics.csv`` and ``learning_curve.png``.
+A run that diverges gets ``status: diverged`` in its metrics, no ``weights.safetensors`` and exit
+status 1 (:class:`TrainingDiverged`).
 """
 
 from __future__ import annotations
@@ -24,15 +26,15 @@ from search.commands.show import resolve_arch
 from search.config import ConfigError, typed
 from search_spaces import serialize
 from search_spaces.builder import build_model
-from search_spaces.errors import MobilenasError
+from search_spaces.errors import RunFailure
 from search_spaces.spec import ArchSpec
 
 log = logging.getLogger(__name__)
 RUN_CONFIG = "run_config.json"
 
 
-class TrainingDiverged(MobilenasError):
-    """The loss became NaN or infinite; the run's metrics.json says where."""
+class TrainingDiverged(RunFailure):
+    """The loss became NaN or infinite or the weights exploded; the run's metrics.json says where."""
 
 
 @dataclass
@@ -125,12 +127,14 @@ def run_training(job: TrainJob) -> dict[str, Any]:
                                                  device=next(model.parameters()).device))
             metrics.update(top1=test.top1, top5=test.top5, loss=test.loss, split="test")
         save_weights(model, job.run_dir / "weights.safetensors", metadata={"spec": str(spec)})
+    else:  # never leave weights beside a diverged run's metrics, not even an earlier run's
+        (job.run_dir / "weights.safetensors").unlink(missing_ok=True)
     write_metrics(job.run_dir, metrics)
     if result.history:
         plot_learning_curve(result.history, job.run_dir / "learning_curve.png",
                             title=f"{splits.name} {splits.resolution}x{splits.resolution}")
     if not result.ok:
-        raise TrainingDiverged(f"training diverged ({result.message}); see {job.run_dir / 'metrics.json'}; "
+        raise TrainingDiverged(f"training diverged: {result.message}; see {job.run_dir / 'metrics.json'}; "
                                "lower trainer.lr or set trainer.clip_grad_norm")
     return metrics
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from evaluators.training.checkpoint import load_error_reason
 from search_spaces.errors import MobilenasError
 from search_spaces.serialize import atomic_write
 
@@ -31,7 +32,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for corrupt or foreign files
-        raise CheckpointError(f"{path}: not a readable NetAdapt checkpoint ({err}); "
+        raise CheckpointError(f"{path}: not a readable NetAdapt checkpoint ({load_error_reason(err)}); "
                               "delete it to start the refinement over") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION:
         raise CheckpointError(f"{path}: not a NetAdapt checkpoint of format {FORMAT_VERSION}")

@@ -18,10 +18,9 @@ from dataclasses import dataclass
 import torch
 
 from search.netadapt.proposals import bottleneck_groups, structure
-from search_spaces.blocks import se_channels
 from search_spaces.builder import MobileNetV3Like, build_model
 from search_spaces.errors import MobilenasError
-from search_spaces.spec import ArchSpec
+from search_spaces.spec import ArchSpec, se_channels
 
 
 class InheritError(MobilenasError, ValueError):

@@ -34,7 +34,7 @@ from search.netadapt.inherit import inherit_weights
 from search.netadapt.proposals import KINDS, propose
 from search_spaces.blockstring import from_string
 from search_spaces.builder import MobileNetV3Like, build_model
-from search_spaces.errors import MobilenasError
+from search_spaces.errors import MobilenasError, RunFailure
 from search_spaces.serialize import atomic_write_text, from_dict, to_dict
 from search_spaces.spec import ArchSpec
 
@@ -306,6 +306,9 @@ def netadapt(
         assert best is not None
         _, j, model = best
         chosen = candidates[j]
+        if math.isnan(chosen["accuracy"]):
+            raise RunFailure(f"netadapt iteration {iteration}: the fine-tuning of every proposal diverged; "
+                             "lower trainer.lr or netadapt.finetune_lr_scale")
         spec = proposals[j].spec
         history.append({"iteration": iteration, "chosen": chosen["label"],
                         "latency_ms": chosen["latency_after_ms"], "accuracy": chosen["accuracy"],
@@ -320,6 +323,9 @@ def netadapt(
         torch.manual_seed(_rng_seed(seed, len(history), -1))
         model = fine_tune(model.train(), final_steps)
     accuracy = float(evaluate(model))
+    if math.isnan(accuracy):
+        raise RunFailure("netadapt: the final fine-tuning diverged, nothing saved as the result; "
+                         "lower trainer.lr or netadapt.finetune_lr_scale")
     logger.info("netadapt: %s after %d iterations: latency %.3f ms, accuracy %.4f after %d final steps",
                 status, len(history) - 1, history[-1]["latency_ms"], accuracy, final_steps)
     payload = {"settings": settings, "spec": to_dict(spec), "history": history, "status": status,

@@ -9,6 +9,7 @@ import dataclasses
 import json
 import logging
 import math
+import weakref
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from search.netadapt.config import NetAdaptConfig
 from search.netadapt.loop import Evaluate, FineTune, NetAdaptResult, netadapt
 from search_spaces.blockstring import from_string
 from search_spaces.builder import MobileNetV3Like, build_model
-from search_spaces.errors import MobilenasError
+from search_spaces.errors import MobilenasError, RunFailure
 from search_spaces.serialize import atomic_write_text, save_spec
 from search_spaces.spec import ArchSpec
 
@@ -48,15 +49,17 @@ def trainer_hooks(data: DatasetSplits, trainer: TrainConfig, *, lr_scale: float,
     rate, without warm-up; its progress bar shows only for runs longer than ``progress_above``.
     """
     tuned = dataclasses.replace(trainer, lr=trainer.lr * lr_scale, warmup_epochs=0.0)
+    diverged: weakref.WeakSet[nn.Module] = weakref.WeakSet()  # scored NaN (ranked last), never by top-1
 
     def fine_tune(model: MobileNetV3Like, steps: int) -> nn.Module:
         result = fit(model, data, dataclasses.replace(tuned, steps=steps, eval_every=steps,
                                                       progress=trainer.progress and steps > progress_above))
         if not result.ok:
             logger.warning("fine-tuning %s: %s", model.spec, result.message)
+            diverged.add(model)
         return model
 
-    return fine_tune, lambda model: top1(model, data)
+    return fine_tune, lambda model: math.nan if model in diverged else top1(model, data)
 
 
 def seed_model(spec: ArchSpec, data: DatasetSplits, trainer: TrainConfig, *,
@@ -75,7 +78,7 @@ def seed_model(spec: ArchSpec, data: DatasetSplits, trainer: TrainConfig, *,
     result = fit(model, data, dataclasses.replace(trainer, steps=pretrain_steps),
                  checkpoint_dir=checkpoint_dir, resume=True)
     if not result.ok:
-        raise MobilenasError(f"training the seed diverged ({result.message}); lower trainer.lr")
+        raise RunFailure(f"training the seed diverged ({result.message}); lower trainer.lr")
     logger.info("seed trained %d steps: val top-1 %.4f", result.steps, result.top1)
     return model
 

@@ -6,7 +6,6 @@ import optuna
 import pytest
 import torch
 
-import evaluators.accuracy.factory as factory
 from evaluators.accuracy import (
     AccuracyEvaluator,
     NaswotEvaluator,
@@ -15,6 +14,7 @@ from evaluators.accuracy import (
     ProxyTrainEvaluator,
     SynflowEvaluator,
     accuracy_evaluator,
+    factory,
 )
 from evaluators.data import DataConfig
 from evaluators.training import TrainConfig
@@ -40,10 +40,11 @@ def proxy() -> ProxyTrainEvaluator:
 
 def test_proxy_training_reports_intermediate_values_and_is_deterministic(proxy):
     assert isinstance(proxy, AccuracyEvaluator) and (proxy.name, proxy.unit) == ("proxy_train", "top-1")
-    reports: list[tuple[int, float]] = []
-    result = proxy.evaluate(from_string(TINY), lambda step, value: reports.append((step, value)))
+    reports: list[tuple[int, float, bool]] = []
+    result = proxy.evaluate(from_string(TINY), lambda step, value, last: reports.append((step, value, last)))
     assert result.status == "completed" and 0 <= result.accuracy <= 1 and result.seconds > 0
-    assert [s for s, _ in reports] == [2, 4, 6, 8] and reports[-1][1] == result.accuracy
+    assert [(s, last) for s, _, last in reports] == [(2, False), (4, False), (6, False), (8, True)]
+    assert reports[-1][1] == result.accuracy
     assert len(proxy.data.val) == 24  # the proxy's subset
     assert proxy.evaluate(from_string(TINY)).accuracy == result.accuracy
 
@@ -53,7 +54,7 @@ def test_pruning_propagates_through_an_optuna_trial(proxy):
     calls: list[int] = []
 
     def objective(trial: optuna.Trial) -> float:
-        def report(step: int, value: float) -> None:
+        def report(step: int, value: float, last: bool) -> None:
             calls.append(step)
             trial.report(value, step)
             if trial.should_prune():

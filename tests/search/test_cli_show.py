@@ -62,7 +62,7 @@ def test_config_composition_errors_are_one_line_naming_what_is_allowed():
 
     assert composition_error("show", ["arch=mobilenet_v3_small"]) is None
     assert composition_error("show", ["foo=1"]) == (
-        "foo: unknown key for mobilenas show; allowed: arch, width_mult, num_classes, resolution, format"
+        "foo: unknown key for mobilenas show; allowed: limits, arch, width_mult, num_classes, resolution, format"
     )
     assert composition_error("search", ["latency.speed=1"]).startswith(
         "latency.speed: unknown key for mobilenas search; allowed: device, threads,"

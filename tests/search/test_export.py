@@ -12,7 +12,15 @@ import torch
 
 from evaluators.cost import count_cost
 from search import export_formats
-from search.export import ExportError, ExportOptions, export_model, export_run, load_exported, materialize
+from search.export import (
+    ExportCheckError,
+    ExportError,
+    ExportOptions,
+    export_model,
+    export_run,
+    load_exported,
+    materialize,
+)
 from search_spaces.blockstring import from_string
 from search_spaces.builder import build_model
 from search_spaces.serialize import load_spec_file
@@ -119,7 +127,7 @@ def test_export_json_is_machine_readable(spec, exported):
     assert manifest["cost"]["params"] == count_cost(spec).params
     checks = manifest["checks"]
     assert checks["torchscript_max_abs_diff"] == 0.0
-    assert checks["tolerance"] == pytest.approx(1e-4 * max(1.0, checks["max_abs_logit"]))
+    assert checks["tolerance"] == pytest.approx(1e-4 * checks["max_abs_logit"])  # rtol 1e-4, atol 0
     assert set(manifest["files"]) == {"spec.json", "spec.yaml", "spec.txt", "weights.safetensors",
                                       "model.torchscript.pt", "model.onnx"}
 
@@ -174,8 +182,8 @@ def test_existing_directory_needs_overwrite(spec, tmp_path):
 def test_failed_check_raises_and_leaves_nothing(spec, tmp_path, monkeypatch):
     real = export_formats._run_onnx
     monkeypatch.setattr(export_formats, "_run_onnx", lambda path, x: real(path, x) + 1e-2)
-    with pytest.raises(ExportError, match=r"model.onnx: onnxruntime outputs differ from PyTorch by 0.01 "
-                                          r"\(tolerance 0.0001 = atol"):
+    with pytest.raises(ExportCheckError, match=r"model.onnx \(onnxruntime\): outputs differ from PyTorch by "
+                                               r"0.01, more than the tolerance .* \(= atol 0 \+ rtol 0.0001"):
         export_model(spec, None, tmp_path / "bad", torchscript=False)
     assert list(tmp_path.iterdir()) == []
 
@@ -199,8 +207,10 @@ def test_bad_options_are_clear(spec, tmp_path):
         export_model(spec, None, tmp_path / "d", onnx_exporter="dynamo", opset=17, torchscript=False)
     with pytest.raises(ExportError, match="onnx_exporter: 'tf' is not one of auto, legacy, dynamo"):
         export_model(spec, None, tmp_path / "d", onnx_exporter="tf", torchscript=False)
-    with pytest.raises(ExportError, match="atol: must be a positive number, got -1"):
+    with pytest.raises(ExportError, match="atol: must be a finite number >= 0, got -1"):
         export_model(spec, None, tmp_path / "d", atol=-1)
+    with pytest.raises(ExportError, match="rtol: must be a finite number > 0, got 0"):
+        export_model(spec, None, tmp_path / "d", rtol=0)
     nan = {k: v.float().fill_(float("nan")) if k == "head.classifier.bias" else v
            for k, v in build_model(spec).state_dict().items()}
     with pytest.raises(ExportError, match=r"non-finite outputs \(NaN/inf\) .* diverged"):
@@ -219,9 +229,8 @@ def test_missing_or_corrupt_export_directories(spec, tmp_path):
     weights.write_bytes(weights.read_bytes()[:100])
     with pytest.raises(ExportError, match="weights.safetensors: SHA-256 differs from export.json"):
         load_exported(result.out_dir)
-    result.path("export.json").unlink()  # without a manifest, safetensors itself refuses the file
     with pytest.raises(ExportError, match="weights.safetensors: not a readable safetensors file"):
-        load_exported(result.out_dir)
+        load_exported(result.out_dir, verify=False)  # unchecked, safetensors itself refuses the file
     weights.unlink()
     with pytest.raises(ExportError, match="e/weights.safetensors: missing"):
         load_exported(result.out_dir)

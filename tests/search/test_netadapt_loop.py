@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
 
 from search.netadapt import CheckpointError, NetAdaptError, netadapt
 from search_spaces.builder import build_model
+from search_spaces.errors import RunFailure
 from search_spaces.reference import reference_spec
 from search_spaces.spec import ArchSpec
 
@@ -139,3 +141,18 @@ def test_resume_refuses_other_settings_and_bad_arguments(tmp_path):
         refine(target_ms=0, target_ratio=None)
     with pytest.raises(NetAdaptError, match="give exactly one of target_ms and target_ratio"):
         refine(target_ms=1.0)
+
+
+def test_diverged_fine_tuning_fails_the_run_and_saves_no_result(tmp_path):
+    """Every proposal diverging (scored NaN) or a diverged final fine-tune is a failed run."""
+    with pytest.raises(RunFailure, match=r"iteration 1: the fine-tuning of every proposal diverged"):
+        refine(tmp_path / "all", evaluate=lambda model: math.nan)
+    final = [False]
+
+    def fine_tune(model, steps):
+        final[0] = steps == 5  # final_steps
+        return noisy_fine_tune(model, steps)
+
+    with pytest.raises(RunFailure, match=r"final fine-tuning diverged"):
+        refine(tmp_path / "final", fine_tune=fine_tune, evaluate=lambda model: math.nan if final[0] else 0.5)
+    assert not (tmp_path / "final" / "netadapt_final.pt").exists()
