@@ -1,12 +1,12 @@
 # Two commands do all the set-up on a fresh clone:
 #   make run    create .venv, install, run the main job (search -> NetAdapt -> export) on the embedded default
-#   make test   create .venv, install, run the test suite
+#   make test   create .venv, install, lint (ruff), run the test suite
 PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
 PIP     = $(PY) -m pip install -q -c constraints.txt
 
-.PHONY: setup run test test-fast clean
+.PHONY: setup run lint test test-fast clean
 
 setup: $(VENV)/.installed
 
@@ -19,11 +19,14 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 run: setup
 	$(VENV)/bin/mobilenas search
 
-test: setup
+lint: setup
+	$(VENV)/bin/ruff check .
+
+test: lint
 	$(PY) -m pytest -q
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
 
 clean:
-	rm -rf $(VENV) runs outputs *.egg-info
+	rm -rf $(VENV) runs outputs *.egg-info .ruff_cache .pytest_cache build

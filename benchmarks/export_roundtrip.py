@@ -19,8 +19,8 @@ import torch
 
 from search.export import export_model, load_exported
 from search_spaces.builder import build_model
+from search_spaces.printout import format_columns
 from search_spaces.reference import REFERENCES, reference_spec
-from search_spaces.table import format_table
 
 
 def calibrated(spec, batches: int = 2) -> torch.nn.Module:
@@ -69,7 +69,7 @@ def main() -> None:
                          f"{checks['onnx_max_abs_diff']:.1e}"))
     print(f"export of the references (BN-calibrated random weights) at {args.resolution}x{args.resolution}, "
           f"{args.classes} classes, 1 thread, torch {torch.__version__}")
-    print(format_table(("network", "params", "max |logit|", "export s", "load s", "weights MiB", "TS MiB",
+    print(format_columns(("network", "params", "max |logit|", "export s", "load s", "weights MiB", "TS MiB",
                         "ONNX MiB", "TS diff", "ONNX exporter/opset", "ONNX diff"), rows))
 
 

@@ -104,7 +104,8 @@ def main() -> None:
     parser.add_argument("--latency", choices=("lut", "madds"), default="lut")
     parser.add_argument("--tables-dir", default="tables", help="where LUT files are kept (cpu, 1 thread)")
     parser.add_argument("--refine-steps", type=int, default=600,
-                        help="seed training steps; proposals get 1/30, the final network 1/3 (0: skip part 2)")
+                        help="seed training steps; proposals get 1/30, the final network 1/3 "
+                             "(0: skip part 2)")
     parser.add_argument("--train-size", type=int, default=3000)
     args = parser.parse_args()
     torch.set_num_threads(1)

@@ -54,9 +54,9 @@ from search.config import typed
 from search.netadapt import NetAdaptConfig
 from search.netadapt.refine import refine, top1
 from search_spaces.builder import build_model
+from search_spaces.printout import format_columns
 from search_spaces.reference import REFERENCES, reference_spec
 from search_spaces.spec import ArchSpec
-from search_spaces.table import format_table
 
 # The benchmark's budget on top of conf/refine.yaml (command-line overrides come after these).
 DEFAULTS = [
@@ -150,7 +150,7 @@ def main() -> None:
                      (f"{top1(network, data):.4f}", f"{top1(network, data, 'test'):.4f}"))
         rows.append((name, f"{latency(spec):.3f}", f"{ms.ms:.3f}", f"{cost.madds_m:.2f}", f"{cost.params:,}",
                      str(n_steps), val, test))
-    print(format_table(("network", "LUT ms", "measured ms", "MAdds M", "params", "steps", "val top-1",
+    print(format_columns(("network", "LUT ms", "measured ms", "MAdds M", "params", "steps", "val top-1",
                         "test top-1"), rows))
     print(f"\ntarget {result.target_ms:.3f} ms (LUT); measured: {measured[0].protocol.describe()}, "
           f"3 interleaved rounds\nNetAdapt:   {result.spec}\nmultiplier: {uniform}")

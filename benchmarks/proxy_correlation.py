@@ -23,11 +23,11 @@ from scipy.stats import spearmanr
 from evaluators.accuracy import NaswotEvaluator, ProxyTrainEvaluator, SynflowEvaluator
 from evaluators.data import DataConfig, load_dataset
 from evaluators.training import TrainConfig
+from search_spaces.printout import format_columns
 from search_spaces.reference import reference_spec
 from search_spaces.space import SearchSpace
 from search_spaces.space import sample_specs as space_sample_specs
 from search_spaces.spec import ArchSpec
-from search_spaces.table import format_table
 
 FASHION = Path(__file__).resolve().parents[2] / "shared" / "data" / "fashion-mnist"
 
@@ -65,8 +65,8 @@ def correlate(name: str, data_cfg: DataConfig, specs: list[ArchSpec], args: argp
     size = f"{data_cfg.resolution}x{data_cfg.resolution}"
     print(f"\n{name}: {len(specs)} specs of the V3-Small space at {size}, "
           f"{len(splits.train)} train / {len(splits.val)} val images, {time.perf_counter() - started:.0f}s")
-    print(format_table(("pair", "Spearman rho", "p-value"), rows))
-    print(format_table(("evaluator", "s/spec", "min", "max"),
+    print(format_columns(("pair", "Spearman rho", "p-value"), rows))
+    print(format_columns(("evaluator", "s/spec", "min", "max"),
                        [(k, f"{seconds[k] / len(specs):.2f}", f"{min(v):.3f}", f"{max(v):.3f}")
                         for k, v in scores.items()]))
     print()

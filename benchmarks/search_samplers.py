@@ -16,7 +16,7 @@ in a temporary directory, and prints for each sampler:
 
 and the ratio TPE / random of each figure. The config is ``conf/search.yaml`` composed with
 Hydra, as ``mobilenas search`` composes it, with the benchmark's budget (``DEFAULTS`` below) and
-then the command line's overrides on top; ``search.commands.search.settings_from`` and
+then the command line's overrides on top; ``search.pipeline.settings_from`` and
 ``pin_target`` wire it exactly as the command does, so the latency target (``target_ratio`` x the
 seed's LUT latency) is resolved once and both samplers search against the same number. Latency
 is LUT-predicted with the thread-CPU timer (the machine is shared), measured on demand into
@@ -55,12 +55,12 @@ from hydra import initialize_config_dir
 from optuna._hypervolume import compute_hypervolume
 
 from search.cli import CONF_DIR
-from search.commands.search import settings_from
 from search.components import SearchSettings, build_components, pin_target
+from search.pipeline import settings_from
 from search.results import Candidate, candidates, winner
 from search.runner import Components, run_search
 from search.study import StudyConfig
-from search_spaces.table import format_table
+from search_spaces.printout import format_columns
 
 SAMPLERS = ("tpe", "random")
 # The benchmark's budget on top of conf/search.yaml (command-line overrides come after these).
@@ -167,7 +167,7 @@ def main() -> None:
                       f"{outcome.feasible}/{outcome.found} feasible, {outcome.seconds:.0f} s", flush=True)
     header = ("sampler", "best reward", "best feasible acc", "feasible / found", "hypervolume", "seconds")
     mean = f" (mean of {len(args.seeds)})" if len(args.seeds) > 1 else ""
-    print(format_table(header, [*(row(s + mean, outcomes[s]) for s in SAMPLERS),
+    print(format_columns(header, [*(row(s + mean, outcomes[s]) for s in SAMPLERS),
                                 ratio_row(outcomes["tpe"], outcomes["random"])]))
 
 

@@ -22,8 +22,8 @@ from evaluators.data.loader import Augment, BatchLoader
 from evaluators.training import TrainConfig
 from evaluators.training.optim import make_optimizer
 from search_spaces.builder import build_model
+from search_spaces.printout import format_columns
 from search_spaces.reference import reference_spec
-from search_spaces.table import format_table
 
 
 def time_steps(arch: str, resolution: int, batch: int, steps: int, warmup: int,
@@ -74,7 +74,7 @@ def main() -> None:
     print(f"device {args.device}, {args.threads} thread(s), torch {torch.__version__}, "
           f"median of {args.steps} steps after {args.warmup} warm-up\n")
     header = ("arch", "input", "batch", "ms/step", "train img/s", "loader ms", "loader img/s")
-    print(format_table(header, rows))
+    print(format_columns(header, rows))
 
 
 if __name__ == "__main__":

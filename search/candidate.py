@@ -17,7 +17,7 @@ from evaluators.accuracy.base import AccuracyEvaluator, Report
 from evaluators.cost import count_cost
 from evaluators.training import COMPLETED
 from search.objectives import CONSTRAINT_ATTR, Objective
-from search_spaces.errors import MobilenasError
+from search_spaces.errors import TrainingDiverged
 from search_spaces.space import SearchSpace
 from search_spaces.spec import ArchSpec
 
@@ -30,10 +30,6 @@ class LatencyEvaluator(Protocol):
     protocol: Any
 
     def __call__(self, spec: ArchSpec) -> float: ...
-
-
-class CandidateFailed(MobilenasError, RuntimeError):
-    """A candidate could not be scored (diverged training, NaN); the trial is marked failed."""
 
 
 def protocol_dict(protocol: Any) -> dict[str, Any]:
@@ -113,7 +109,7 @@ class CandidateObjective:
             trial.set_user_attr("status", status)
             accuracy = float(result.accuracy)
             if status != COMPLETED or not math.isfinite(accuracy):
-                raise CandidateFailed(f"trial {trial.number}: evaluation ended with status {status!r}")
+                raise TrainingDiverged(f"trial {trial.number}: evaluation ended with status {status!r}")
         trial.set_user_attr("accuracy", accuracy)
         trial.set_user_attr("reward", self.objective.reward(accuracy, latency_ms))
         return self.objective.values(accuracy, latency_ms)

@@ -18,11 +18,12 @@ from pathlib import Path
 from omegaconf import DictConfig, open_dict
 
 from search.config import typed
-from search_spaces.errors import MobilenasError, RunFailure
+from search.package_data import conf_dir
+from search_spaces.errors import MobilenasError, RunFailure, outcome
 from search_spaces.limits import SpecLimits, set_limits
 from search_spaces.serialize import atomic_write_text
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+CONF_DIR = conf_dir()
 
 # name -> (module, one-line description). The order is the order of the help text.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -73,12 +74,10 @@ def _guarded(run: Callable[[DictConfig], None]) -> Callable[[DictConfig], None]:
             with open_dict(cfg):  # applied: the commands' own schemas do not list them
                 cfg.pop("limits", None)
             run(cfg)
-        except MobilenasError as err:
-            print(f"error: {mask_secrets(str(err))}", file=sys.stderr)
-            sys.exit(2)
-        except RunFailure as err:
-            print(f"failed: {mask_secrets(str(err))}", file=sys.stderr)
-            sys.exit(1)
+        except (MobilenasError, RunFailure) as err:
+            prefix, status = outcome(err)
+            print(f"{prefix}: {mask_secrets(str(err))}", file=sys.stderr)
+            sys.exit(status)
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             sys.exit(130)
@@ -155,7 +154,8 @@ def composition_error(name: str, overrides: Sequence[str]) -> str | None:
             return f"{key}: unknown key for mobilenas {name}" + (f"; allowed: {keys}" if keys else "")
         group = re.search(r"Could not override '([^']+)'\. No match in the defaults list", str(err))
         if group:
-            return f"{group.group(1)}: mobilenas {name} has no such config group (see mobilenas {name} --help)"
+            return (f"{group.group(1)}: mobilenas {name} has no such config group "
+                    f"(see mobilenas {name} --help)")
         return str(err).splitlines()[0]
 
 

@@ -40,10 +40,12 @@ def build_components(settings: SearchSettings) -> Components:
     """Load the data once, open the latency evaluator, resolve the latency target."""
     settings.proxy.validate()
     data = load_dataset(proxy_data_config(settings.proxy, settings.data))
-    accuracy = accuracy_evaluator(settings.proxy, settings.data, settings.trainer, seed=settings.seed, splits=data)
+    accuracy = accuracy_evaluator(settings.proxy, settings.data, settings.trainer, seed=settings.seed,
+                                  splits=data)
     num_classes, in_channels = data.num_classes, data.in_channels
     resolution = settings.proxy.resolution or settings.data.resolution
-    space = build_space(settings.space, num_classes=num_classes, resolution=resolution, in_channels=in_channels)
+    space = build_space(settings.space, num_classes=num_classes, resolution=resolution,
+                        in_channels=in_channels)
     latency = latency_evaluator(settings.latency, resolution)
     seed_latency = latency(space.seed) if settings.objective.target_ms is None else 0.0
     objective = Objective.from_config(settings.objective, seed_latency_ms=seed_latency)
@@ -103,7 +105,8 @@ def pin_target(components: Components, settings: SearchSettings, study_cfg: Stud
         study.set_user_attr("seed_spec", str(components.space.seed))
     elif study.user_attrs.get("target_config", asked) != asked:
         log.warning("study %s keeps its target %.4f ms (set with %s; this run asks %s); use a new "
-                    "study.name to change it", study_cfg.name, target, study.user_attrs["target_config"], asked)
+                    "study.name to change it", study_cfg.name, target, study.user_attrs["target_config"],
+                    asked)
     components.objective = replace(components.objective, target_ms=target)
     settings = with_fixed_target(settings, target)
     if isinstance(components.latency, MeasuredLatency):  # one drift-correction unit for all trials

@@ -7,13 +7,9 @@ from typing import Any, TypeVar
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from search_spaces.errors import MobilenasError
+from search_spaces.errors import ConfigError
 
 T = TypeVar("T")
-
-
-class ConfigError(MobilenasError, ValueError):
-    """A config value is missing, misspelled or of the wrong type."""
 
 
 def typed(node: Any, schema: type[T], where: str) -> T:

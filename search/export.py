@@ -12,8 +12,8 @@ An export directory holds::
 The directory is built beside its destination and renamed into place at the end, so a crash
 leaves no half-written export. Every artifact is checked: TorchScript and ONNX (onnxruntime)
 outputs are compared with PyTorch's on a fixed random input, relative to the largest logit (an
-untrained network's are ~1e-6), and a check that fails raises :class:`ExportCheckError` (a
-``RunFailure``); bad input raises :class:`ExportError`.
+untrained network's are ~1e-6), and a check that fails raises :class:`RunFailure` (a
+failed run, exit 1); bad input raises :class:`ExportError`.
 
 Paths: a name (:func:`check_name`) is one path component, never a path. An existing directory is
 replaced (``overwrite``) only if it holds a valid ``export.json``, and never through a symbolic
@@ -51,8 +51,6 @@ from evaluators.training import save_weights
 from search.export_formats import (
     MIN_LOGIT_SCALE,
     MIN_OPSET,
-    ExportCheckError,
-    ExportError,
     check_input,
     check_onnx_options,
     check_outputs,
@@ -64,10 +62,10 @@ from search.export_formats import (
 from search.model_card import render_model_card
 from search_spaces import serialize
 from search_spaces.builder import MobileNetV3Like, build_model
-from search_spaces.errors import MobilenasError
+from search_spaces.errors import ExportError, MobilenasError
 from search_spaces.spec import ArchSpec
 
-__all__ = ["ExportCheckError", "ExportError", "ExportOptions", "ExportResult", "check_name", "export_dir",
+__all__ = ["ExportOptions", "ExportResult", "check_name", "export_dir",
            "export_model", "export_run", "load_exported", "materialize", "read_manifest", "read_weights",
            "safe_name", "verify_export", "EXPORT_FORMAT"]
 
@@ -336,7 +334,7 @@ def export_model(spec: ArchSpec, model: nn.Module | Mapping[str, torch.Tensor] |
 
     Raises:
         ExportError: bad input: ``out_dir`` may not be written, weights do not match ``spec``, ...
-        ExportCheckError: a written artifact does not reproduce the network (nothing is left behind).
+        RunFailure: a written artifact does not reproduce the network (nothing is left behind).
     """
     if not isinstance(spec, ArchSpec):
         raise ExportError(f"spec: expected an ArchSpec, got {type(spec).__name__}")

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from search_spaces.errors import MobilenasError, RunFailure
+from search_spaces.errors import ExportError, RunFailure
 from search_spaces.serialize import atomic_write
 from search_spaces.spec import ArchSpec
 
@@ -28,14 +28,6 @@ log = logging.getLogger(__name__)
 OUTPUT_NAME = "logits"
 # Below this largest |logit| float32 arithmetic underflows and no output difference means anything.
 MIN_LOGIT_SCALE = 1e-20
-
-
-class ExportError(MobilenasError):
-    """Bad input to an export: options, weights, paths, or an export directory that is missing/corrupt."""
-
-
-class ExportCheckError(RunFailure):
-    """A written artifact (TorchScript, ONNX) does not reproduce PyTorch: the export failed, not its input."""
 
 
 @dataclass(frozen=True)
@@ -76,15 +68,15 @@ def tolerance(scale: float, atol: float, rtol: float) -> float:
 
 def check_outputs(artifact: str, max_abs_diff: float, scale: float, atol: float, rtol: float, *,
                   hint: str = "") -> float:
-    """The tolerance ``artifact``'s outputs were held to; :class:`ExportCheckError` if they differ more.
+    """The tolerance ``artifact``'s outputs were held to; :class:`RunFailure` if they differ more.
 
     The criterion is relative (``atol`` defaults to 0): an untrained network's logits are ~1e-6, so
     an absolute tolerance would let any artifact pass."""
     limit = tolerance(scale, atol, rtol)
     if not max_abs_diff <= limit:
-        raise ExportCheckError(f"{artifact}: outputs differ from PyTorch by {max_abs_diff:.3g}, more than "
-                               f"the tolerance {limit:.3g} (= atol {atol:g} + rtol {rtol:g} x max |logit| "
-                               f"{scale:.3g}); the file does not reproduce the network{hint}")
+        raise RunFailure(f"{artifact}: outputs differ from PyTorch by {max_abs_diff:.3g}, more than "
+                         f"the tolerance {limit:.3g} (= atol {atol:g} + rtol {rtol:g} x max |logit| "
+                         f"{scale:.3g}); the file does not reproduce the network{hint}")
     return limit
 
 
@@ -151,8 +143,8 @@ def check_onnx_options(opset: int, exporter: str, *, prefix: str = "") -> None:
     if isinstance(opset, bool) or not isinstance(opset, int) or opset < MIN_OPSET:
         raise ExportError(f"{prefix}opset: must be >= {MIN_OPSET}, got {opset!r}")
     if exporter == "dynamo" and opset < DYNAMO_MIN_OPSET:
-        raise ExportError(f"{prefix}opset: the dynamo exporter writes opset >= {DYNAMO_MIN_OPSET}, got {opset}; "
-                          f"use opset={DYNAMO_MIN_OPSET} or onnx_exporter=legacy")
+        raise ExportError(f"{prefix}opset: the dynamo exporter writes opset >= {DYNAMO_MIN_OPSET}, "
+                          f"got {opset}; use opset={DYNAMO_MIN_OPSET} or onnx_exporter=legacy")
 
 
 def write_onnx(model: nn.Module, path: Path, inputs: torch.Tensor, *, opset: int = MIN_OPSET,
@@ -186,7 +178,7 @@ def write_onnx(model: nn.Module, path: Path, inputs: torch.Tensor, *, opset: int
     try:
         output = _run_onnx(path, inputs)
     except Exception as err:  # an unloadable file is a failed check
-        raise ExportCheckError(f"{path.name}: onnxruntime could not run the exported model: {err}") from err
+        raise RunFailure(f"{path.name}: onnxruntime could not run the exported model: {err}") from err
     imports = {o.domain: o.version for o in onnx.load(str(path), load_external_data=False).opset_import}
     written = int(imports.get("", imports.get("ai.onnx", opset)))
     with torch.no_grad():

@@ -22,11 +22,10 @@ from typing import Any
 import torch
 
 from search.export import MANIFEST, read_weights, verify_export
-from search.export_formats import ExportError
 from search.model_card import is_accuracy_key
 from search_spaces import serialize
 from search_spaces.blockstring import from_string
-from search_spaces.errors import MobilenasError
+from search_spaces.errors import ExportError, MobilenasError
 from search_spaces.reference import REFERENCES
 from search_spaces.spec import ArchSpec
 

@@ -5,8 +5,9 @@ Metadata is a plain dict; the card reads these keys when present (all optional):
 - ``name``: the model's name; ``trained``: false for weights straight from initialization;
 - ``latency_ms`` and ``protocol`` (device, threads, batch, resolution, warm-up, repeats, statistic);
 - ``accuracy`` (a number, or a dict such as ``{"top1": 0.71, "top5": 0.9, "split": "test"}``),
-  or ``top1`` / ``top5`` / ``val_top1`` / ``test_top1`` ... directly; fractions in [0, 1] are shown as percent, larger values are
-  taken to be percent already; ``data`` and ``budget`` (what it was trained/evaluated on, for how long);
+  or ``top1`` / ``top5`` / ``val_top1`` / ``test_top1`` ... directly; fractions in [0, 1] are shown
+  as percent, larger values are taken to be percent already; ``data`` and ``budget`` (what it was
+  trained/evaluated on, for how long);
 - ``provenance``: how it was found (text or a dict: study, trial, NetAdapt iterations, ...).
 
 Any other key is listed under "Other metadata".
@@ -19,8 +20,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from evaluators.cost import Cost
+from search_spaces.printout import format_columns, format_layers
 from search_spaces.spec import ArchSpec
-from search_spaces.table import format_table, layer_table
 
 CARD_KEYS = ("name", "trained", "latency_ms", "protocol", "accuracy", "data", "budget", "provenance")
 NOT_MEASURED = "not measured"
@@ -109,7 +110,7 @@ def render_model_card(spec: ArchSpec, metadata: Mapping[str, Any], *, cost: Cost
         "",
         "## Architecture",
         "",
-        layer_table(spec, markdown=True),
+        format_layers(spec, markdown=True),
         "",
         "## Cost",
         "",
@@ -143,8 +144,8 @@ def render_model_card(spec: ArchSpec, metadata: Mapping[str, Any], *, cost: Cost
                      f"{checks['max_abs_logit']:.3g}); input `input`, output `logits`")
     if len(lines) and lines[-1] == "":
         lines.append("- weights only (no TorchScript/ONNX requested)")
-    lines += ["", "## Files", "", format_table(("file", "sha256"), sorted(files.items()), markdown=True), "",
-              "## Use", "", "```python",
+    lines += ["", "## Files", "", format_columns(("file", "sha256"), sorted(files.items()), markdown=True),
+              "", "## Use", "", "```python",
               "from search.export import load_exported",
               "spec, model = load_exported('<this directory>')  # eval mode, weights loaded strictly",
               "```", ""]

@@ -14,14 +14,10 @@ from dataclasses import dataclass
 
 from optuna.study import StudyDirection
 
-from search_spaces.errors import MobilenasError
+from search_spaces.errors import ConfigError
 
 MODES = ("soft", "hard", "pareto")
 CONSTRAINT_ATTR = "constraint"  # name of the latency constraint on trials (feasible when <= 0)
-
-
-class ObjectiveError(MobilenasError, ValueError):
-    """An objective is configured with values that make no sense."""
 
 
 @dataclass
@@ -44,11 +40,12 @@ class Objective:
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
-            raise ObjectiveError(f"objective.mode: {self.mode!r} is not one of {', '.join(MODES)}")
-        if not (isinstance(self.target_ms, (int, float)) and self.target_ms > 0 and math.isfinite(self.target_ms)):
-            raise ObjectiveError(f"objective.target_ms must be a positive number, got {self.target_ms!r}")
+            raise ConfigError(f"objective.mode: {self.mode!r} is not one of {', '.join(MODES)}")
+        target = self.target_ms
+        if not (isinstance(target, (int, float)) and target > 0 and math.isfinite(target)):
+            raise ConfigError(f"objective.target_ms must be a positive number, got {self.target_ms!r}")
         if self.mode == "soft" and self.w > 0:
-            raise ObjectiveError(f"objective.w must be <= 0 (a latency penalty), got {self.w}")
+            raise ConfigError(f"objective.w must be <= 0 (a latency penalty), got {self.w}")
 
     @classmethod
     def from_config(cls, cfg: ObjectiveConfig, *, seed_latency_ms: float) -> Objective:
@@ -56,10 +53,10 @@ class Objective:
             target = cfg.target_ms
         elif cfg.target_ratio is not None:
             if cfg.target_ratio <= 0:
-                raise ObjectiveError(f"objective.target_ratio must be positive, got {cfg.target_ratio}")
+                raise ConfigError(f"objective.target_ratio must be positive, got {cfg.target_ratio}")
             target = cfg.target_ratio * seed_latency_ms
         else:
-            raise ObjectiveError("objective: set target_ms or target_ratio (of the seed's latency)")
+            raise ConfigError("objective: set target_ms or target_ratio (of the seed's latency)")
         return cls(mode=cfg.mode, target_ms=float(target), w=cfg.w)
 
     @property

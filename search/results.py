@@ -14,8 +14,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search.objectives import Objective
 from search_spaces.blockstring import from_string
+from search_spaces.printout import format_columns
 from search_spaces.spec import ArchSpec
-from search_spaces.table import format_table
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,7 @@ def ranking_table(found: Sequence[Candidate], top_k: int = 10) -> str:
              "yes" if c.feasible else "no", f"{c.madds / 1e6:.1f}", f"{c.params / 1e6:.2f}", c.spec)
             for c in best]
     header = ("trial", "reward", "accuracy", "latency ms", "meets target", "MAdds M", "params M", "spec")
-    return format_table(header, rows)
+    return format_columns(header, rows)
 
 
 def plot_accuracy_latency(

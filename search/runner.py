@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from tqdm.auto import tqdm
 
-from search.candidate import CandidateFailed, CandidateObjective, protocol_dict
+from search.candidate import CandidateObjective, protocol_dict
 from search.objectives import Objective
 from search.results import (
     Candidate,
@@ -35,10 +36,12 @@ from search.study import (
     created_here,
     fail_stale_trials,
     in_flight,
+    mask_secrets,
     open_study,
     sampler_seed,
     worker_attrs,
 )
+from search_spaces.errors import MobilenasError, RunFailure, TrainingDiverged, outcome
 from search_spaces.limits import SpecLimits, active_limits, set_limits
 from search_spaces.serialize import atomic_write_text, save_spec
 from search_spaces.space import SearchSpace
@@ -67,8 +70,9 @@ class ProgressBar:
 
     def __init__(self, study: optuna.Study, total: int) -> None:
         counts = count_states(study)
-        self.bar = tqdm(total=total, initial=min(total, counts[TrialState.COMPLETE] + counts[TrialState.PRUNED]),
-                        desc="search", unit="trial", dynamic_ncols=True)
+        done = counts[TrialState.COMPLETE] + counts[TrialState.PRUNED]
+        self.bar = tqdm(total=total, initial=min(total, done), desc="search", unit="trial",
+                        dynamic_ncols=True)
         self.best = -float("inf")
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
@@ -110,7 +114,7 @@ def optimize(study: optuna.Study, components: Components, cfg: StudyConfig, *, p
     deadline = None if cfg.timeout_s is None else time.monotonic() + cfg.timeout_s
     try:
         while not stop.done(study) and (deadline is None or time.monotonic() < deadline):
-            study.optimize(objective, n_trials=1, callbacks=[bar] if bar else None, catch=(CandidateFailed,),
+            study.optimize(objective, n_trials=1, callbacks=[bar] if bar else None, catch=(TrainingDiverged,),
                            gc_after_trial=True)
     finally:
         if bar:
@@ -154,9 +158,14 @@ def _worker(factory: ComponentsFactory, cfg: StudyConfig, url: str, limits: Spec
     set_limits(limits)  # a spawned process starts with the default limits
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // cfg.workers))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    components = factory()
-    study = open_study(cfg, components.objective, url)
-    optimize(study, components, cfg, progress=False)
+    try:
+        components = factory()
+        study = open_study(cfg, components.objective, url)
+        optimize(study, components, cfg, progress=False)
+    except (MobilenasError, RunFailure) as err:  # one line, as the CLI reports it, not a traceback
+        prefix, status = outcome(err)
+        print(f"{prefix}: {mask_secrets(str(err))}", file=sys.stderr)
+        sys.exit(status)
 
 
 def enqueue_seed(study: optuna.Study, space: SearchSpace) -> bool:
@@ -168,8 +177,8 @@ def enqueue_seed(study: optuna.Study, space: SearchSpace) -> bool:
     return True
 
 
-def run_search(factory: ComponentsFactory, cfg: StudyConfig, url: str, *, components: Components | None = None,
-               progress: bool = True) -> optuna.Study:
+def run_search(factory: ComponentsFactory, cfg: StudyConfig, url: str, *,
+               components: Components | None = None, progress: bool = True) -> optuna.Study:
     """Run (or resume) the study at ``url`` with ``cfg.workers`` processes; returns the study.
 
     ``factory`` builds each worker's components; this process uses ``components`` if given."""
@@ -236,7 +245,8 @@ def write_results(study: optuna.Study, components: Components, run_dir: Path, *,
     best = winner(found)
     front = pareto_front(found)
     files: dict[str, Path] = {}
-    files["table"] = atomic_write_text(run_dir / "candidates.txt", ranking_table(found, top_k=len(found)) + "\n")
+    ranking = ranking_table(found, top_k=len(found))
+    files["table"] = atomic_write_text(run_dir / "candidates.txt", ranking + "\n")
     references = reference_points(study, components, found) if with_references else {}
     if found:
         files["plot"] = plot_accuracy_latency(found, objective, run_dir / "accuracy_vs_latency.png",

@@ -20,14 +20,10 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search.objectives import Objective
 from search.results import state_counts
-from search_spaces.errors import MobilenasError
+from search_spaces.errors import ConfigError
 
 SAMPLERS = ("tpe", "random", "nsga2", "auto")
 PRUNERS = ("median", "hyperband", "none")
-
-
-class StudyConfigError(MobilenasError, ValueError):
-    """A study setting (storage, sampler, pruner, counts) is invalid."""
 
 
 @dataclass
@@ -84,15 +80,15 @@ def open_storage(url: str) -> BaseStorage:
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 return RDBStorage(url, heartbeat_interval=10, grace_period=30)
         except (ImportError, ModuleNotFoundError) as err:
-            raise StudyConfigError(mask_secrets(
+            raise ConfigError(mask_secrets(
                 f"study.storage: a driver for {url.split(':', 1)[0]!r} is missing ({err})")) from None
         except Exception as err:  # sqlalchemy's errors: bad URL, unreachable server, schema race
             if "already exists" in str(err) or "duplicate key" in str(err):
                 time.sleep(0.5 * (attempt + 1))  # another worker is creating the tables right now
                 continue
-            raise StudyConfigError(mask_secrets(
+            raise ConfigError(mask_secrets(
                 f"study.storage: cannot open {url!r}: {str(err).splitlines()[0]}")) from None
-    raise StudyConfigError(mask_secrets(f"study.storage: {url!r}: the tables could not be created"))
+    raise ConfigError(mask_secrets(f"study.storage: {url!r}: the tables could not be created"))
 
 
 def make_sampler(cfg: StudyConfig, objective: Objective, *, seed: int) -> optuna.samplers.BaseSampler:
@@ -133,7 +129,7 @@ def open_study(cfg: StudyConfig, objective: Objective, url: str) -> optuna.Study
     except DuplicatedStudyError:  # an earlier run, or another worker, created it
         study = optuna.load_study(study_name=cfg.name, storage=storage, pruner=pruner)
     if [d for d in study.directions] != objective.directions:
-        raise StudyConfigError(mask_secrets(
+        raise ConfigError(mask_secrets(
             f"study {cfg.name!r} in {url} was created for another objective mode; use a new study.name"))
     study.sampler = make_sampler(cfg, objective, seed=sampler_seed(cfg, study))
     return study
@@ -159,17 +155,17 @@ def sampler_seed(cfg: StudyConfig, study: optuna.Study) -> int:
 
 
 def validate(cfg: StudyConfig) -> None:
-    """Raise :class:`StudyConfigError` naming the first bad field of ``cfg``."""
+    """Raise :class:`ConfigError` naming the first bad field of ``cfg``."""
     if cfg.sampler not in SAMPLERS:
-        raise StudyConfigError(f"study.sampler: {cfg.sampler!r} is not one of {', '.join(SAMPLERS)}")
+        raise ConfigError(f"study.sampler: {cfg.sampler!r} is not one of {', '.join(SAMPLERS)}")
     if cfg.pruner not in PRUNERS:
-        raise StudyConfigError(f"study.pruner: {cfg.pruner!r} is not one of {', '.join(PRUNERS)}")
+        raise ConfigError(f"study.pruner: {cfg.pruner!r} is not one of {', '.join(PRUNERS)}")
     if cfg.n_trials < 1:
-        raise StudyConfigError(f"study.n_trials must be >= 1, got {cfg.n_trials}")
+        raise ConfigError(f"study.n_trials must be >= 1, got {cfg.n_trials}")
     if cfg.workers < 1:
-        raise StudyConfigError(f"study.workers must be >= 1, got {cfg.workers}")
+        raise ConfigError(f"study.workers must be >= 1, got {cfg.workers}")
     if not cfg.name or any(c in cfg.name for c in "/\\ "):
-        raise StudyConfigError(f"study.name must be a non-empty word without slashes or spaces, got {cfg.name!r}")
+        raise ConfigError(f"study.name must be a non-empty word without slashes or spaces, got {cfg.name!r}")
 
 
 def count_states(study: optuna.Study) -> dict[TrialState, int]:

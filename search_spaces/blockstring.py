@@ -1,4 +1,5 @@
-"""The one-line string form of a spec: one token per layer, in the spirit of timm's block strings.
+"""Parsing the one-line string form of a spec: one token per layer, in the spirit of timm's block
+strings. The tokens are written by :class:`~search_spaces.spec.ArchSpec` itself (``str(spec)``).
 
     in_r224_c3 stem_k3_c16_s2_hs ir_k3_e64_c24_s2_re ir_k5_e72_c40_s2_se_re head_c960_h1280_hs_d0.2_n1000
 
@@ -12,7 +13,7 @@ import math
 import re
 
 from search_spaces.errors import SpecError
-from search_spaces.spec import ArchSpec, BlockSpec, HeadSpec, Layer, StemSpec
+from search_spaces.spec import ArchSpec, BlockSpec, HeadSpec, StemSpec
 
 _FIELD = re.compile(r"^([a-z]+?)(\d+(?:\.\d+)?)$")
 _ALLOWED = {
@@ -29,43 +30,9 @@ _REQUIRED = {
 }
 
 
-def _fmt_float(value: float) -> str:
-    return f"{value:g}"
-
-
-def stem_token(stem: StemSpec) -> str:
-    return f"stem_k{stem.kernel}_c{stem.channels}_s{stem.stride}_{stem.act.lower()}"
-
-
-def block_token(block: BlockSpec) -> str:
-    se = "_se" if block.se else ""
-    return (
-        f"ir_k{block.kernel}_e{block.exp}_c{block.out}_s{block.stride}{se}_{block.act.lower()}"
-    )
-
-
-def head_token(head: HeadSpec, num_classes: int) -> str:
-    return (
-        f"head_c{head.channels}_h{head.hidden}_{head.act.lower()}"
-        f"_d{_fmt_float(head.dropout)}_n{num_classes}"
-    )
-
-
-def layer_token(layer: Layer) -> str:
-    """The string token of one layer (head tokens carry the number of classes)."""
-    if isinstance(layer.op, StemSpec):
-        return stem_token(layer.op)
-    if isinstance(layer.op, BlockSpec):
-        return block_token(layer.op)
-    return head_token(layer.op, layer.num_classes)
-
-
 def to_string(spec: ArchSpec) -> str:
-    """The canonical one-line form; ``from_string(to_string(s)) == s``."""
-    tokens = [f"in_r{spec.resolution}_c{spec.in_channels}", stem_token(spec.stem)]
-    tokens += [block_token(b) for b in spec.blocks]
-    tokens.append(head_token(spec.head, spec.num_classes))
-    return " ".join(tokens)
+    """The canonical one-line form, ``str(spec)``; ``from_string(to_string(s)) == s``."""
+    return str(spec)
 
 
 MAX_CHARS = 100_000  # a spec string longer than this is refused before parsing

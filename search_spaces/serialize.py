@@ -14,6 +14,7 @@ import yaml
 
 from search_spaces.blockstring import from_string
 from search_spaces.errors import SpecError
+from search_spaces.reference import REFERENCES, reference_spec
 from search_spaces.spec import ArchSpec, BlockSpec, HeadSpec, StemSpec
 
 FORMAT_VERSION = 1
@@ -164,8 +165,6 @@ def load_spec(source: str, *, num_classes: int | None = None, resolution: int | 
 
     ``num_classes`` and ``resolution`` override the loaded values when given.
     """
-    from search_spaces.reference import REFERENCES, reference_spec
-
     source = source.strip()
     if source in REFERENCES:
         spec = reference_spec(source)

@@ -24,7 +24,7 @@ from typing import Any
 
 import optuna
 
-from search_spaces.errors import NotInSpaceError, SpecError
+from search_spaces.errors import SpecError
 from search_spaces.spec import (
     ACTIVATIONS,
     KERNELS,
@@ -189,13 +189,13 @@ class SearchSpace:
         try:
             return self.sample(optuna.trial.FixedTrial(params))
         except ValueError as err:
-            raise NotInSpaceError(f"parameters do not fit this space: {err}") from None
+            raise SpecError(f"parameters do not fit this space: {err}") from None
 
     def params_of(self, spec: ArchSpec) -> dict[str, Any]:
-        """Parameters that give back ``spec``; :class:`NotInSpaceError` says why if none do."""
+        """Parameters that give back ``spec``; :class:`SpecError` says why if none do."""
         for field_name in ("stem", "head", "num_classes", "resolution", "in_channels"):
             if getattr(spec, field_name) != getattr(self.seed, field_name):
-                raise NotInSpaceError(
+                raise SpecError(
                     f"{field_name} differs from the space's seed: {getattr(spec, field_name)} "
                     f"vs {getattr(self.seed, field_name)} (the space varies blocks only)"
                 )
@@ -204,7 +204,7 @@ class SearchSpace:
         if params is None:
             # Report the failure that got furthest into the spec: the likeliest culprit.
             position, message = max(errors, key=lambda e: e[0]) if errors else (0, "no blocks")
-            raise NotInSpaceError(message)
+            raise SpecError(message)
         return params
 
     def _match_stages(
@@ -225,7 +225,7 @@ class SearchSpace:
         for depth in stage.depths:
             try:
                 params = self._stage_params(stage, blocks[position:position + depth])
-            except NotInSpaceError as err:
+            except SpecError as err:
                 errors.append((position, str(err)))
                 continue
             rest = self._match_stages(blocks, stage_index + 1, position + depth, errors)
@@ -236,7 +236,7 @@ class SearchSpace:
     def _stage_params(self, stage: Stage, blocks: Sequence[BlockSpec]) -> dict[str, Any]:
         prefix = f"s{stage.index}"
         if len(blocks) not in stage.depths:
-            raise NotInSpaceError(f"{prefix}.depth: {len(blocks)} blocks, allowed {list(stage.depths)}")
+            raise SpecError(f"{prefix}.depth: {len(blocks)} blocks, allowed {list(stage.depths)}")
         params: dict[str, Any] = {f"{prefix}.depth": len(blocks)}
         params[f"{prefix}.width"] = _invert(
             f"{prefix}.width", blocks[0].out, self.widths, lambda w: self.stage_width(stage, w)
@@ -245,15 +245,15 @@ class SearchSpace:
             name = f"{prefix}.b{j}"
             stride = stage.stride if j == 0 else 1
             if block.stride != stride:
-                raise NotInSpaceError(f"{name}.stride: {block.stride}, the space fixes {stride}")
+                raise SpecError(f"{name}.stride: {block.stride}, the space fixes {stride}")
             if block.out != blocks[0].out:
-                raise NotInSpaceError(
+                raise SpecError(
                     f"{name}.out: {block.out}, but blocks of a stage share one width ({blocks[0].out})"
                 )
             for key, choices in (("kernel", self.kernels), ("se", self.se), ("act", self.acts)):
                 value = getattr(block, key)
                 if value not in choices:
-                    raise NotInSpaceError(f"{name}.{key}: {value!r}, allowed {list(choices)}")
+                    raise SpecError(f"{name}.{key}: {value!r}, allowed {list(choices)}")
                 params[f"{name}.{key}"] = value
             template = stage.template(j)
             params[f"{name}.exp"] = _invert(
@@ -264,7 +264,7 @@ class SearchSpace:
     def contains(self, spec: ArchSpec) -> bool:
         try:
             self.params_of(spec)
-        except NotInSpaceError:
+        except SpecError:
             return False
         return True
 
@@ -308,7 +308,7 @@ def _invert(name: str, value: int, choices: Sequence[float], forward: Any) -> fl
         if forward(choice) == value:
             return choice
     reachable = sorted({forward(c) for c in choices})
-    raise NotInSpaceError(f"{name}: {value} channels, reachable {reachable}")
+    raise SpecError(f"{name}: {value} channels, reachable {reachable}")
 
 
 def sample_specs(
@@ -336,5 +336,5 @@ def sample_specs(
     finally:
         optuna.logging.set_verbosity(verbosity)
     if len(found) < n:
-        raise NotInSpaceError(f"the space holds fewer than {n} distinct specs outside the excluded ones")
+        raise SpecError(f"the space holds fewer than {n} distinct specs outside the excluded ones")
     return list(found)

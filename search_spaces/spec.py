@@ -5,7 +5,8 @@ efficient last stage, classes, input resolution). It imports no torch; only
 :mod:`search_spaces.builder` turns it into modules.
 
 Three lossless serial forms exist: a plain dict (for JSON and YAML, see
-:mod:`search_spaces.serialize`) and a one-line string with one token per layer::
+:mod:`search_spaces.serialize`) and a one-line string with one token per layer, written by
+``str(spec)`` and parsed by :mod:`search_spaces.blockstring`::
 
     in_r224_c3 stem_k3_c16_s2_hs ir_k3_e16_c16_s1_re ir_k5_e72_c40_s2_se_re ... head_c960_h1280_hs_d0.2_n1000
 
@@ -145,9 +146,22 @@ class HeadSpec:
         object.__setattr__(self, "dropout", float(self.dropout))
 
 
+def stem_token(stem: StemSpec) -> str:
+    return f"stem_k{stem.kernel}_c{stem.channels}_s{stem.stride}_{stem.act.lower()}"
+
+
+def block_token(block: BlockSpec) -> str:
+    se = "_se" if block.se else ""
+    return f"ir_k{block.kernel}_e{block.exp}_c{block.out}_s{block.stride}{se}_{block.act.lower()}"
+
+
+def head_token(head: HeadSpec, num_classes: int) -> str:
+    return f"head_c{head.channels}_h{head.hidden}_{head.act.lower()}_d{head.dropout:g}_n{num_classes}"
+
+
 @dataclass(frozen=True)
 class Layer:
-    """One layer with the shape it sees: the unit of latency lookup tables and layer tables.
+    """One layer with the shape it sees: the unit of latency lookup tables and layer printouts.
 
     ``kind`` is ``stem``, ``block`` or ``head``; ``op`` is the layer's own spec. Hashable, so
     it keys lookup tables; ``key`` is its stable text form (the spec token plus its input).
@@ -160,10 +174,17 @@ class Layer:
     num_classes: int = 0
 
     @property
-    def key(self) -> str:
-        from search_spaces.blockstring import layer_token
+    def token(self) -> str:
+        """The layer's token of the spec string (a head's carries the number of classes)."""
+        if isinstance(self.op, StemSpec):
+            return stem_token(self.op)
+        if isinstance(self.op, BlockSpec):
+            return block_token(self.op)
+        return head_token(self.op, self.num_classes)
 
-        return f"{self.kind}:r{self.resolution}:c{self.in_channels}:{layer_token(self)}"
+    @property
+    def key(self) -> str:
+        return f"{self.kind}:r{self.resolution}:c{self.in_channels}:{self.token}"
 
     @property
     def out_resolution(self) -> int:
@@ -244,9 +265,11 @@ class ArchSpec:
         return largest
 
     def __str__(self) -> str:
-        from search_spaces.blockstring import to_string
-
-        return to_string(self)
+        """The canonical one-line form (parsed back by :func:`search_spaces.blockstring.from_string`)."""
+        tokens = [f"in_r{self.resolution}_c{self.in_channels}", stem_token(self.stem)]
+        tokens += [block_token(b) for b in self.blocks]
+        tokens.append(head_token(self.head, self.num_classes))
+        return " ".join(tokens)
 
     def replace(self, **changes: Any) -> ArchSpec:
         return ArchSpec(**{**self.__dict__, **changes})

@@ -4,13 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from search_spaces.errors import MobilenasError
+from search_spaces.errors import ConfigError
 
 KINDS = ("train", "naswot", "synflow")
-
-
-class ProxyError(MobilenasError, ValueError):
-    """A proxy option is invalid."""
 
 
 @dataclass
@@ -30,14 +26,14 @@ class ProxyConfig:
 
     def validate(self) -> None:
         if self.kind not in KINDS:
-            raise ProxyError(f"proxy.kind: {self.kind!r} is unknown; allowed: {', '.join(KINDS)}")
+            raise ConfigError(f"proxy.kind: {self.kind!r} is unknown; allowed: {', '.join(KINDS)}")
         if self.kind == "train" and self.steps is None and self.epochs is None:
-            raise ProxyError("proxy.steps / proxy.epochs: the train proxy needs a budget; set one of them")
+            raise ConfigError("proxy.steps / proxy.epochs: the train proxy needs a budget; set one of them")
         for key in ("steps", "epochs", "train_subset", "val_subset", "resolution"):
             value = getattr(self, key)
             if value is not None and value < 1:
-                raise ProxyError(f"proxy.{key}: must be a positive number or null, got {value}")
+                raise ConfigError(f"proxy.{key}: must be a positive number or null, got {value}")
         if self.reports < 1:
-            raise ProxyError(f"proxy.reports: must be >= 1, got {self.reports}")
+            raise ConfigError(f"proxy.reports: must be >= 1, got {self.reports}")
         if self.batch_size < 2:
-            raise ProxyError(f"proxy.batch_size: must be >= 2, got {self.batch_size}")
+            raise ConfigError(f"proxy.batch_size: must be >= 2, got {self.batch_size}")

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from evaluators.data.arrays import ImageArrays
-from evaluators.data.config import DataError
+from search_spaces.errors import DataError
 
 MAX_BATCH_BYTES = 512 * 2**20  # an official CIFAR-10 batch is ~31 MB, CIFAR-100's train file ~155 MB
 # The only globals a CIFAR batch needs (module, name): numpy array and scalar reconstruction (numpy 1

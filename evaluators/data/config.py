@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from evaluators.data.synthetic import MAX_CLASSES
-from search_spaces.errors import MobilenasError
+from search_spaces.errors import DataError
 
 # name -> one-line description; the order is the order of error messages.
 DATASETS: dict[str, str] = {
@@ -17,10 +17,6 @@ DATASETS: dict[str, str] = {
     "kmnist": "Kuzushiji-MNIST IDX files",
     "folder": "any image folder, one sub-folder per class (optionally train/ and test/ inside)",
 }
-
-
-class DataError(MobilenasError, ValueError):
-    """A data set is missing, malformed or badly configured; says which path or field."""
 
 
 @dataclass

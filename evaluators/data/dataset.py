@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 import torch
 
 from evaluators.data.arrays import ImageArrays, resolve_count, split
-from evaluators.data.config import DataConfig, DataError
+from evaluators.data.config import DataConfig
 from evaluators.data.loader import Augment, BatchLoader
+from search_spaces.errors import DataError
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")

@@ -15,7 +15,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from evaluators.data.arrays import ImageArrays
-from evaluators.data.config import DataError
+from search_spaces.errors import DataError
 
 MAX_IMAGE_PIXELS = 2**26  # ~67 megapixels (8192 x 8192), below Pillow's own bomb warning at ~89 MP
 MAX_FOLDER_BYTES = 2**32  # the resized uint8 images of one split held in memory

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from evaluators.data.arrays import ImageArrays
-from evaluators.data.config import DataError
+from search_spaces.errors import DataError
 
 FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),

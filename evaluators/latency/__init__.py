@@ -5,14 +5,8 @@ machinery behind it and the ``measure`` and ``lut`` commands.
 """
 
 from evaluators.latency.config import LatencyConfig, default_table_name, latency_evaluator
-from evaluators.latency.csv_io import ImportSummary, export_layers_csv, import_csv, read_latency_csv
-from evaluators.latency.errors import (
-    LatencyError,
-    MissingRowsError,
-    ProtocolError,
-    ProtocolMismatchError,
-    TableFileError,
-)
+from evaluators.latency.csv_format import export_layers_csv
+from evaluators.latency.csv_io import ImportSummary, import_csv, read_latency_csv
 from evaluators.latency.evaluator import LutLatency, MeasuredLatency
 from evaluators.latency.fit import OverheadFit, fit_scale_overhead, reference_fit_specs
 from evaluators.latency.keys import layer_from_key
@@ -30,17 +24,12 @@ __all__ = [
     "Fingerprint",
     "ImportSummary",
     "LatencyConfig",
-    "LatencyError",
     "LatencyProtocol",
     "LatencyResult",
     "LatencyTable",
     "LutLatency",
     "MeasuredLatency",
-    "MissingRowsError",
     "OverheadFit",
-    "ProtocolError",
-    "ProtocolMismatchError",
-    "TableFileError",
     "ValidationReport",
     "default_table_name",
     "export_layers_csv",

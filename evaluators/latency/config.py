@@ -7,10 +7,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from evaluators.latency.errors import ProtocolError
 from evaluators.latency.evaluator import LutLatency, MeasuredLatency
 from evaluators.latency.protocol import LatencyProtocol
 from evaluators.latency.table import LatencyTable
+from search_spaces.errors import ConfigError
 
 MODES = ("lut", "measure")
 
@@ -34,16 +34,18 @@ class LatencyConfig:
     tables_dir: str = "tables"
     auto_fit: bool = True  # fit a table's overhead on the V3 references when it has none
     fit_rounds: int = 3  # interleaved rounds when timing networks for the fit
-    reference_ms: float | None = None  # mode=measure: drift-correction unit; null: calibrated (tables keep their own)
+    # mode=measure: drift-correction unit; null: calibrated (tables keep their own)
+    reference_ms: float | None = None
 
     def validate(self) -> None:
-        """Raise :class:`ProtocolError` naming the first bad setting outside the protocol's own."""
+        """Raise :class:`ConfigError` naming the first bad setting outside the protocol's own."""
         if self.mode not in MODES:
-            raise ProtocolError(f"latency.mode: must be one of {', '.join(MODES)}, got {self.mode!r}")
+            raise ConfigError(f"latency.mode: must be one of {', '.join(MODES)}, got {self.mode!r}")
         if isinstance(self.fit_rounds, bool) or not isinstance(self.fit_rounds, int) or self.fit_rounds < 1:
-            raise ProtocolError(f"latency.fit_rounds: must be an integer >= 1, got {self.fit_rounds!r}")
+            raise ConfigError(f"latency.fit_rounds: must be an integer >= 1, got {self.fit_rounds!r}")
         if self.reference_ms is not None and not self.reference_ms > 0:
-            raise ProtocolError(f"latency.reference_ms: must be a positive number of ms or null, got {self.reference_ms!r}")
+            raise ConfigError("latency.reference_ms: must be a positive number of ms or null, "
+                              f"got {self.reference_ms!r}")
 
     def protocol(self, resolution: int) -> LatencyProtocol:
         """The protocol of these settings at ``resolution`` (validated)."""
@@ -86,7 +88,7 @@ def latency_evaluator(cfg: LatencyConfig, resolution: int) -> LutLatency | Measu
     """The latency evaluator ``cfg`` describes, for networks of input ``resolution``.
 
     ``mode=lut`` opens (or starts) the table for the protocol; a table for another protocol
-    or machine raises :class:`ProtocolMismatchError`. ``mode=measure`` needs a device of this
+    or machine raises :class:`LatencyError`. ``mode=measure`` needs a device of this
     machine."""
     protocol = cfg.protocol(resolution)
     if cfg.mode == "measure":

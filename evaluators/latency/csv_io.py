@@ -1,26 +1,9 @@
-"""Latency tables measured elsewhere, as CSV: export the layers to measure, import the figures.
-
-One row per layer configuration. Columns (header names, any order):
-
-==================  ===================================================================
-``key``             the layer key, e.g. ``block:r56:c24:ir_k3_e72_c24_s1_re`` -- or the
-                    four columns ``kind``, ``resolution``, ``in_channels``, ``op`` instead
-``kind``            ``stem``, ``block`` or ``head``
-``resolution``      the layer's input height = width
-``in_channels``     the layer's input channels
-``op``              the layer's token (spec string form, e.g. ``ir_k3_e72_c24_s1_re``)
-``input_shape``     informative: ``batch x channels x height x width`` of the input
-``latency_ms``      the measured latency in ms; empty in an export, empty rows are skipped
-``device`` ...      protocol columns: ``device``, ``threads``, ``batch_size``,
-                    ``input_resolution`` (the network's input), ``memory_format``,
-                    ``warmup``, ``runs``, ``statistic``, ``timer``,
-                    ``drift_correction`` (``none`` for devices measured elsewhere)
-==================  ===================================================================
+"""Latency rows measured elsewhere, as CSV (the columns: :mod:`evaluators.latency.csv_format`):
+read them, and import them into a latency table.
 
 Protocol columns are optional on import; where present they must agree with the protocol
 of the import (the ``latency`` config), so that a table is never filed under the wrong one.
-A row whose ``key`` is ``overhead`` sets the per-network overhead (ms) added to every
-prediction (otherwise 0: a plain sum of layer rows).
+A row whose ``key`` is ``overhead`` sets the table's per-network overhead (ms).
 
 Imported rows keep their provenance: the table lists them with the protocol the CSV states
 (its columns, else the import's ``latency.*``) and no machine fingerprint. Importing into a
@@ -33,39 +16,18 @@ fit.
 from __future__ import annotations
 
 import csv
-import io
 import math
 import os
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from evaluators.latency.errors import ProtocolError, ProtocolMismatchError, TableFileError
+from evaluators.latency.csv_format import COLUMNS, LATENCY_COLUMN, OVERHEAD_KEY, PROTOCOL_COLUMNS
 from evaluators.latency.fit import OverheadFit
 from evaluators.latency.keys import FIELD_COLUMNS, compose_key, layer_from_key
 from evaluators.latency.protocol import EXTERNAL, LatencyProtocol
 from evaluators.latency.table import ImportRecord, LatencyTable
-from search_spaces.blockstring import layer_token
-from search_spaces.serialize import atomic_write_text
-from search_spaces.spec import Layer
-
-OVERHEAD_KEY = "overhead"
-LATENCY_COLUMN = "latency_ms"
-# CSV column -> protocol field
-PROTOCOL_COLUMNS = {
-    "device": "device",
-    "threads": "threads",
-    "batch_size": "batch_size",
-    "input_resolution": "resolution",
-    "memory_format": "memory_format",
-    "warmup": "warmup",
-    "runs": "runs",
-    "statistic": "statistic",
-    "timer": "timer",
-    "drift_correction": "drift_correction",
-}
-COLUMNS = ("key", *FIELD_COLUMNS, "input_shape", LATENCY_COLUMN, *PROTOCOL_COLUMNS)
+from search_spaces.errors import ConfigError, LatencyError
 
 
 @dataclass(frozen=True)
@@ -94,39 +56,12 @@ class _Contents:
     gaps: set[str]
 
 
-def export_layers_csv(
-    layers: Iterable[Layer], path: str | os.PathLike[str], protocol: LatencyProtocol
-) -> Path:
-    """Write ``layers`` (distinct, in order) as CSV rows with an empty ``latency_ms``: the list
-    of configurations to measure on a device under ``protocol`` (its values fill the protocol
-    columns)."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(COLUMNS)
-    settings = [getattr(protocol, name) for name in PROTOCOL_COLUMNS.values()]
-    for layer in dict.fromkeys(layers):
-        shape = f"{protocol.batch_size}x{layer.in_channels}x{layer.resolution}x{layer.resolution}"
-        writer.writerow(
-            [
-                layer.key,
-                layer.kind,
-                layer.resolution,
-                layer.in_channels,
-                layer_token(layer),
-                shape,
-                "",
-                *settings,
-            ]
-        )
-    return atomic_write_text(path, buffer.getvalue())
-
-
 def read_latency_csv(
     path: str | os.PathLike[str], protocol: LatencyProtocol
 ) -> tuple[dict[str, float], float | None, int]:
-    """``(rows, overhead_ms or None, skipped)`` from a CSV in the format above; every problem,
-    a protocol cell that differs from ``protocol`` included, raises :class:`TableFileError`
-    naming the file, line and column."""
+    """``(rows, overhead_ms or None, skipped)`` from a CSV in the format of
+    :mod:`~evaluators.latency.csv_format`; every problem, a protocol cell that differs from
+    ``protocol`` included, raises :class:`LatencyError` naming the file, line and column."""
     contents = _read_csv(Path(path), protocol)
     _check_cells(Path(path), contents, protocol)
     return contents.rows, contents.overhead, contents.skipped
@@ -143,7 +78,7 @@ def import_csv(
     (created if absent; rows with the same keys are replaced), recording the CSV's protocol
     with its rows. Into a table holding rows measured on this machine, the CSV must state the
     table's protocol in every protocol column unless ``replace_measured``; otherwise
-    :class:`ProtocolMismatchError` says what is missing or differs. Nothing is written then."""
+    :class:`LatencyError` says what is missing or differs. Nothing is written then."""
     csv_path = Path(csv_path)
     table = LatencyTable.open(table_path, protocol, create=True)
     contents = _read_csv(csv_path, protocol)
@@ -166,7 +101,7 @@ def import_csv(
 
 def _read_csv(path: Path, protocol: LatencyProtocol) -> _Contents:
     if not path.is_file():
-        raise TableFileError(f"{path}: CSV file not found")
+        raise LatencyError(f"{path}: CSV file not found")
     with path.open(newline="") as handle:
         reader = csv.DictReader(handle)
         header = [h.strip() for h in (reader.fieldnames or [])]
@@ -177,7 +112,7 @@ def _read_csv(path: Path, protocol: LatencyProtocol) -> _Contents:
         for record in reader:
             where = f"{path}: line {reader.line_num}"
             if None in record:
-                raise TableFileError(f"{where}: more cells than header columns")
+                raise LatencyError(f"{where}: more cells than header columns")
             values = {k: (v or "").strip() for k, v in record.items()}
             if not any(values.values()):
                 continue
@@ -193,7 +128,7 @@ def _read_csv(path: Path, protocol: LatencyProtocol) -> _Contents:
                 contents.overhead = ms
                 continue
             if key in contents.rows and contents.rows[key] != ms:
-                raise TableFileError(
+                raise LatencyError(
                     f"{where}: layer {key} appears twice with different latencies "
                     f"({contents.rows[key]} and {ms} ms)"
                 )
@@ -203,19 +138,19 @@ def _read_csv(path: Path, protocol: LatencyProtocol) -> _Contents:
 
 def _check_header(path: Path, header: list[str]) -> None:
     if not header:
-        raise TableFileError(
+        raise LatencyError(
             f"{path}: the CSV is empty; its first line must name the columns ({', '.join(COLUMNS)})"
         )
     unknown = [h for h in header if h not in COLUMNS]
     if unknown:
-        raise TableFileError(f"{path}: unknown column(s) {', '.join(unknown)}; allowed: {', '.join(COLUMNS)}")
+        raise LatencyError(f"{path}: unknown column(s) {', '.join(unknown)}; allowed: {', '.join(COLUMNS)}")
     if LATENCY_COLUMN not in header:
-        raise TableFileError(f"{path}: the CSV needs a {LATENCY_COLUMN} column")
+        raise LatencyError(f"{path}: the CSV needs a {LATENCY_COLUMN} column")
     if "key" not in header and not set(FIELD_COLUMNS) <= set(header):
-        raise TableFileError(f"{path}: the CSV needs a key column, or the columns {', '.join(FIELD_COLUMNS)}")
+        raise LatencyError(f"{path}: the CSV needs a key column, or the columns {', '.join(FIELD_COLUMNS)}")
     duplicates = sorted({h for h in header if header.count(h) > 1})
     if duplicates:
-        raise TableFileError(f"{path}: column(s) {', '.join(duplicates)} appear more than once")
+        raise LatencyError(f"{path}: column(s) {', '.join(duplicates)} appear more than once")
 
 
 def _row_key(values: dict[str, str], where: str) -> str:
@@ -225,17 +160,17 @@ def _row_key(values: dict[str, str], where: str) -> str:
     fields = [values.get(name, "") for name in FIELD_COLUMNS]
     if any(fields):
         if not all(fields):
-            raise TableFileError(f"{where}: give all of {', '.join(FIELD_COLUMNS)} (or a key)")
+            raise LatencyError(f"{where}: give all of {', '.join(FIELD_COLUMNS)} (or a key)")
         composed = compose_key(*fields)
         if key and key != composed:
-            raise TableFileError(f"{where}: key {key!r} disagrees with its fields ({composed!r})")
+            raise LatencyError(f"{where}: key {key!r} disagrees with its fields ({composed!r})")
         key = composed
     if not key:
-        raise TableFileError(f"{where}: no layer key (column key, or {', '.join(FIELD_COLUMNS)})")
+        raise LatencyError(f"{where}: no layer key (column key, or {', '.join(FIELD_COLUMNS)})")
     try:
         layer_from_key(key)
-    except TableFileError as err:
-        raise TableFileError(f"{where}: {err}") from None
+    except LatencyError as err:
+        raise LatencyError(f"{where}: {err}") from None
     return key
 
 
@@ -243,9 +178,9 @@ def _latency(text: str, where: str) -> float:
     try:
         ms = float(text)
     except ValueError:
-        raise TableFileError(f"{where}: {LATENCY_COLUMN} {text!r} is not a number of milliseconds") from None
+        raise LatencyError(f"{where}: {LATENCY_COLUMN} {text!r} is not a number of milliseconds") from None
     if not math.isfinite(ms) or ms < 0:
-        raise TableFileError(f"{where}: {LATENCY_COLUMN} must be a finite number >= 0, got {text}")
+        raise LatencyError(f"{where}: {LATENCY_COLUMN} must be a finite number >= 0, got {text}")
     return ms
 
 
@@ -253,7 +188,7 @@ def _as_stored(protocol: LatencyProtocol, field: str, value: Any) -> Any:
     """``value`` as the protocol stores it (``cuda`` -> ``cuda:0``, ``auto`` resolved)."""
     try:
         return getattr(protocol.replace(**{field: value}), field)
-    except ProtocolError:
+    except ConfigError:
         return value
 
 
@@ -271,7 +206,7 @@ def _collect_cells(
         try:
             value = type(expected)(text)
         except ValueError:
-            raise TableFileError(
+            raise LatencyError(
                 f"{where}: column {column} {text!r} is not a {type(expected).__name__}"
             ) from None
         contents.cells[column].setdefault(_as_stored(protocol, field_name, value), line)
@@ -287,7 +222,7 @@ def _check_cells(path: Path, contents: _Contents, protocol: LatencyProtocol) -> 
         expected = getattr(protocol, PROTOCOL_COLUMNS[column])
         for value, line in seen.items():
             if value != expected:
-                raise TableFileError(
+                raise LatencyError(
                     f"{path}: line {line}: column {column} is {str(value)!r} but the import's protocol has "
                     f"{expected!r}; import with {_setting(column)}={value} so that the table is filed under "
                     "the protocol it was measured with"
@@ -299,7 +234,7 @@ def _csv_protocol(path: Path, contents: _Contents, protocol: LatencyProtocol) ->
     changes: dict[str, Any] = {}
     for column, seen in contents.cells.items():
         if len(seen) > 1:
-            raise TableFileError(
+            raise LatencyError(
                 f"{path}: column {column} has several values ({', '.join(map(str, seen))}); one import is "
                 f"one protocol: split the CSV by {column}"
             )
@@ -309,8 +244,8 @@ def _csv_protocol(path: Path, contents: _Contents, protocol: LatencyProtocol) ->
         del changes["device"]
     try:
         return protocol.replace(**changes, fingerprint=EXTERNAL)
-    except ProtocolError as err:
-        raise TableFileError(f"{path}: its protocol columns do not form a protocol: {err}") from None
+    except ConfigError as err:
+        raise LatencyError(f"{path}: its protocol columns do not form a protocol: {err}") from None
 
 
 def _require_stated_protocol(
@@ -330,7 +265,7 @@ def _require_stated_protocol(
         ([f"missing protocol column(s) {', '.join(missing)}"] if missing else [])
         + ([f"differing: {', '.join(differ)} (CSV vs table)"] if differ else [])
     )
-    raise ProtocolMismatchError(
+    raise LatencyError(
         f"{path}: the import would replace {replacing} of the {len(measured)} rows measured on this machine "
         f"in {table.path} with figures of another or unstated protocol ({problems}); either give the CSV the "
         f"protocol columns {', '.join(PROTOCOL_COLUMNS)} matching the table (lut action=export-layers writes "

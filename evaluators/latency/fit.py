@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from evaluators.latency.errors import LatencyError
+from search_spaces.errors import LatencyError
 from search_spaces.reference import REFERENCES, reference_spec
 from search_spaces.spec import ArchSpec
 

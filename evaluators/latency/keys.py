@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import re
 
-from evaluators.latency.errors import TableFileError
 from search_spaces.blockstring import from_string
-from search_spaces.errors import SpecError
+from search_spaces.errors import LatencyError, SpecError
 from search_spaces.spec import Layer
 
 FIELD_COLUMNS = ("kind", "resolution", "in_channels", "op")  # the fields a key is made of
@@ -20,10 +19,10 @@ def compose_key(kind: str, resolution: int, in_channels: int, op: str) -> str:
 
 
 def layer_from_key(key: str) -> Layer:
-    """The :class:`Layer` whose ``key`` is ``key``; :class:`TableFileError` says what is wrong."""
+    """The :class:`Layer` whose ``key`` is ``key``; :class:`LatencyError` says what is wrong."""
     match = KEY.match(key.strip()) if isinstance(key, str) else None
     if not match:
-        raise TableFileError(
+        raise LatencyError(
             f"layer key {key!r} is malformed; expected <kind>:r<resolution>:c<in_channels>:<token> "
             "with kind stem|block|head, e.g. block:r56:c24:ir_k3_e72_c24_s1_re"
         )
@@ -35,7 +34,7 @@ def layer_from_key(key: str) -> Layer:
     )
     expected = {"stem": "stem_", "block": "ir_", "head": "head_"}[kind]
     if not token.startswith(expected):
-        raise TableFileError(f"layer key {key!r}: a {kind} layer needs a token starting with {expected!r}")
+        raise LatencyError(f"layer key {key!r}: a {kind} layer needs a token starting with {expected!r}")
     try:
         if kind == "stem":
             layer = Layer(kind, resolution, in_channels, from_string(f"{token} {_FILLER_BLOCK}").stem)
@@ -45,9 +44,9 @@ def layer_from_key(key: str) -> Layer:
             spec = from_string(f"{_FILLER_BLOCK} {token}")
             layer = Layer(kind, resolution, in_channels, spec.head, spec.num_classes)
     except SpecError as err:
-        raise TableFileError(f"layer key {key!r}: {err}") from None
+        raise LatencyError(f"layer key {key!r}: {err}") from None
     if resolution < 1 or in_channels < 1:
-        raise TableFileError(f"layer key {key!r}: resolution and channels must be >= 1")
+        raise LatencyError(f"layer key {key!r}: resolution and channels must be >= 1")
     if layer.key != key.strip():
-        raise TableFileError(f"layer key {key!r} is not in canonical form; write it as {layer.key!r}")
+        raise LatencyError(f"layer key {key!r} is not in canonical form; write it as {layer.key!r}")
     return layer

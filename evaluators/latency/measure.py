@@ -41,9 +41,9 @@ from torch import nn
 from tqdm import tqdm
 
 from evaluators.latency.drift import calibrated_reference_ms, clock_for, corrected_runs, speed_reference
-from evaluators.latency.errors import LatencyError
 from evaluators.latency.protocol import LatencyProtocol, local_fingerprint
 from search_spaces.builder import build_layer, build_model, init_weights
+from search_spaces.errors import LatencyError
 from search_spaces.spec import ArchSpec, Layer
 
 Target = ArchSpec | Layer | nn.Module
@@ -65,7 +65,8 @@ class LatencyResult:
 
     def __str__(self) -> str:
         median = "" if self.protocol.statistic == "median" else f"; median {self.median_ms:.3f} ms"
-        drift = "" if self.reference_ms is None else f", drift-corrected (reference {self.reference_ms:.3f} ms)"
+        drift = ("" if self.reference_ms is None
+                 else f", drift-corrected (reference {self.reference_ms:.3f} ms)")
         return (
             f"{self.ms:.3f} ms ({self.protocol.statistic} of {self.n} runs{median}, "
             f"IQR {self.iqr_ms:.3f} ms{drift})"

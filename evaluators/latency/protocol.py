@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, fields
 from functools import cache
 from typing import Any
 
-from evaluators.latency.errors import ProtocolError
+from search_spaces.errors import ConfigError
 from search_spaces.spec import MIN_RESOLUTION
 
 LOCAL_DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
@@ -76,12 +76,12 @@ def local_fingerprint(device: str) -> Fingerprint:
     accelerator = "-"
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise ProtocolError(
+            raise ConfigError(
                 f"latency.device: {device!r} needs CUDA, which this machine does not have (use device=cpu)"
             )
         index = int(device.split(":")[1])
         if index >= torch.cuda.device_count():
-            raise ProtocolError(
+            raise ConfigError(
                 f"latency.device: {device!r} does not exist; this machine has "
                 f"{torch.cuda.device_count()} CUDA device(s)"
             )
@@ -91,12 +91,12 @@ def local_fingerprint(device: str) -> Fingerprint:
 
 def _check_int(name: str, value: Any, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ProtocolError(f"latency.{name}: must be an integer >= {minimum}, got {value!r}")
+        raise ConfigError(f"latency.{name}: must be an integer >= {minimum}, got {value!r}")
 
 
 def _check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
-        raise ProtocolError(f"latency.{name}: must be one of {', '.join(allowed)}, got {value!r}")
+        raise ConfigError(f"latency.{name}: must be one of {', '.join(allowed)}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -129,7 +129,7 @@ class LatencyProtocol:
 
     def __post_init__(self) -> None:
         if not isinstance(self.device, str) or not DEVICE_NAME.match(self.device):
-            raise ProtocolError(
+            raise ConfigError(
                 f"latency.device: {self.device!r} is not a device name; use cpu, cuda, cuda:N or the "
                 "name of an external device (letters, digits, '.', '_', '+', '-'), e.g. pixel7-tflite"
             )
@@ -147,12 +147,12 @@ class LatencyProtocol:
             object.__setattr__(self, "drift_correction", "reference" if self.device == "cpu" else "none")
         _check_choice("drift_correction", self.drift_correction, (*DRIFT_CORRECTIONS, "auto"))
         if self.drift_correction == "reference" and self.device != "cpu":
-            raise ProtocolError(
+            raise ConfigError(
                 "latency.drift_correction: reference times a CPU workload next to each run; it "
                 f"needs device=cpu, got device={self.device} (use none or auto)"
             )
         if self.timer == "thread_cpu" and (self.device != "cpu" or self.threads != 1):
-            raise ProtocolError(
+            raise ConfigError(
                 "latency.timer: thread_cpu measures one CPU thread; it needs device=cpu and "
                 f"threads=1, got device={self.device} threads={self.threads}"
             )
@@ -162,7 +162,7 @@ class LatencyProtocol:
         elif isinstance(self.fingerprint, dict):
             object.__setattr__(self, "fingerprint", _fingerprint_from(self.fingerprint))
         elif not isinstance(self.fingerprint, Fingerprint):
-            raise ProtocolError(f"latency.fingerprint: expected a Fingerprint, got {self.fingerprint!r}")
+            raise ConfigError(f"latency.fingerprint: expected a Fingerprint, got {self.fingerprint!r}")
 
     @property
     def local(self) -> bool:
@@ -176,7 +176,7 @@ class LatencyProtocol:
             return False
         try:
             return self.fingerprint == local_fingerprint(self.device)
-        except ProtocolError:
+        except ConfigError:
             return False
 
     def replace(self, **changes: Any) -> LatencyProtocol:
@@ -191,13 +191,13 @@ class LatencyProtocol:
 
     @classmethod
     def from_dict(cls, data: Any) -> LatencyProtocol:
-        """Inverse of :meth:`to_dict`; unknown or missing fields raise :class:`ProtocolError`."""
+        """Inverse of :meth:`to_dict`; unknown or missing fields raise :class:`ConfigError`."""
         if not isinstance(data, dict):
-            raise ProtocolError(f"latency protocol: expected a mapping, got {type(data).__name__}")
+            raise ConfigError(f"latency protocol: expected a mapping, got {type(data).__name__}")
         names = {f.name for f in fields(cls)}
         unknown, missing = set(data) - names, names - set(data)
         if unknown or missing:
-            raise ProtocolError(
+            raise ConfigError(
                 f"latency protocol: unknown field(s) {sorted(unknown)}, missing field(s) "
                 f"{sorted(missing)}; expected {sorted(names)}"
             )
@@ -230,5 +230,5 @@ class LatencyProtocol:
 def _fingerprint_from(data: dict[str, Any]) -> Fingerprint:
     names = {f.name for f in fields(Fingerprint)}
     if set(data) != names or not all(isinstance(v, str) for v in data.values()):
-        raise ProtocolError(f"latency.fingerprint: expected strings {sorted(names)}, got {data!r}")
+        raise ConfigError(f"latency.fingerprint: expected strings {sorted(names)}, got {data!r}")
     return Fingerprint(**data)

@@ -18,7 +18,7 @@ whole table shares one unit.
 Missing rows are measured on demand (on this machine only) and the file is rewritten
 atomically; rows written meanwhile by another process sharing the file are merged, not lost.
 A table is opened for one protocol; any difference, the machine's fingerprint included, or a
-damaged file raises a :class:`~evaluators.latency.errors.LatencyError`.
+damaged file raises a :class:`~search_spaces.errors.LatencyError`.
 
 Rows never mix provenance silently: rows imported from a CSV are listed under ``imports``
 (present only when there are any) with the protocol the CSV states (its protocol columns, else
@@ -44,17 +44,12 @@ from typing import Any
 
 from tqdm import tqdm
 
-from evaluators.latency.errors import (
-    LatencyError,
-    MissingRowsError,
-    ProtocolError,
-    ProtocolMismatchError,
-    TableFileError,
-)
+from evaluators.latency.csv_format import export_layers_csv
 from evaluators.latency.fit import OverheadFit, fit_scale_overhead
 from evaluators.latency.keys import KEY
 from evaluators.latency.measure import LatencyResult, measure_many
 from evaluators.latency.protocol import LatencyProtocol
+from search_spaces.errors import ConfigError, LatencyError
 from search_spaces.serialize import atomic_write_text
 from search_spaces.spec import ArchSpec, Layer
 
@@ -119,13 +114,13 @@ class LatencyTable:
         and ``create`` (it is written at the first save).
 
         Raises:
-            ProtocolMismatchError: the file holds a table for another protocol or machine.
-            TableFileError: the file is corrupt or truncated, or missing and not ``create``.
+            LatencyError: the file holds a table for another protocol or machine.
+            LatencyError: the file is corrupt or truncated, or missing and not ``create``.
         """
         path = Path(path)
         if not path.exists():
             if not create:
-                raise TableFileError(
+                raise LatencyError(
                     f"{path}: no latency table there; build one (mobilenas lut action=build) "
                     "or import one (mobilenas lut action=import csv=...)"
                 )
@@ -133,7 +128,7 @@ class LatencyTable:
         table = cls.read(path)
         if table.protocol != protocol:
             diffs = "; ".join(table.protocol.differences(protocol))
-            raise ProtocolMismatchError(
+            raise LatencyError(
                 f"{path}: the table was measured under another protocol ({diffs}; table vs requested). "
                 f"A table is never used for another protocol: point latency.table to a table for this "
                 f"protocol, or delete {path} to measure a new one"
@@ -216,7 +211,7 @@ class LatencyTable:
         """Predicted latency of ``spec``: ``fit.scale * sum_ms(spec) + fit.overhead_ms``.
 
         Missing rows are measured and saved first (this machine's devices only; for an
-        external device :class:`MissingRowsError` lists them)."""
+        external device :class:`LatencyError` lists them)."""
         cached = self._spec_ms.get(spec)
         if cached is not None:
             return cached
@@ -278,21 +273,18 @@ class LatencyTable:
                 f"{self.path}: the table was measured on another machine "
                 f"({self._protocol.fingerprint}); it cannot get new rows here"
             )
-        from evaluators.latency.csv_io import export_layers_csv
-
         keys = tuple(layer.key for layer in missing)
         todo = self.path.with_name(self.path.stem + ".missing.csv")
         export_layers_csv(missing, todo, self._protocol)
         shown = ", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
-        raise MissingRowsError(
+        raise LatencyError(
             f"{self.path}: {len(keys)} layer(s) have no row for the external device "
             f"{self._protocol.device!r} "
             f"and cannot be measured on this machine: {shown}. They are listed in {todo}: measure each on "
             f"the device under the protocol in its columns, fill in latency_ms, then run 'mobilenas lut "
             f"action=import csv={todo} latency.device={self._protocol.device}' (with the same latency.* "
             f"settings). Every layer of a space: 'mobilenas lut action=export-layers "
-            f"latency.device={self._protocol.device}'",
-            keys,
+            f"latency.device={self._protocol.device}'"
         )
 
     def fit_overhead(
@@ -384,7 +376,7 @@ class LatencyTable:
                 other = LatencyTable.read(self.path)
                 if other.protocol != self._protocol:
                     diffs = "; ".join(other.protocol.differences(self._protocol))
-                    raise ProtocolMismatchError(
+                    raise LatencyError(
                         f"{self.path}: the file now holds a table for another protocol "
                         f"({diffs}; file vs this table); not overwriting it"
                     )
@@ -420,68 +412,69 @@ def _file_stamp(path: Path) -> tuple[int, int] | None:
 
 def _check_row(key: Any, ms: Any, where: str) -> float:
     if not isinstance(key, str) or not KEY.match(key):
-        raise TableFileError(
+        raise LatencyError(
             f"{where}: {key!r} is not a layer key (<kind>:r<resolution>:c<channels>:<token>)"
         )
     if isinstance(ms, bool) or not isinstance(ms, (int, float)) or not math.isfinite(ms) or ms < 0:
-        raise TableFileError(f"{where}[{key!r}]: latency must be a finite number of ms >= 0, got {ms!r}")
+        raise LatencyError(f"{where}[{key!r}]: latency must be a finite number of ms >= 0, got {ms!r}")
     return float(ms)
 
 
 def _parse(
     path: Path,
 ) -> tuple[LatencyProtocol, float | None, OverheadFit, dict[str, float], list[ImportRecord]]:
-    """Read and check a table file; every problem raises :class:`TableFileError` naming it."""
+    """Read and check a table file; every problem raises :class:`LatencyError` naming it."""
     advice = f"delete {path} to measure a new table, or restore it"
     try:
         text = path.read_text()
     except OSError as err:
-        raise TableFileError(f"{path}: cannot read the latency table ({err.strerror})") from None
+        raise LatencyError(f"{path}: cannot read the latency table ({err.strerror})") from None
     if not text.strip():
-        raise TableFileError(f"{path}: the latency table file is empty; {advice}")
+        raise LatencyError(f"{path}: the latency table file is empty; {advice}")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:
-        raise TableFileError(
+        raise LatencyError(
             f"{path}: not a valid latency table, the file is truncated or corrupt "
             f"({err.msg} at line {err.lineno}, column {err.colno}); {advice}"
         ) from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise TableFileError(f"{path}: not a mobilenas latency table (its 'format' is not {FORMAT!r})")
+        raise LatencyError(f"{path}: not a mobilenas latency table (its 'format' is not {FORMAT!r})")
     if data.get("version") != VERSION:
         older = isinstance(data.get("version"), int) and data["version"] < VERSION
-        raise TableFileError(
+        raise LatencyError(
             f"{path}: latency table version {data.get('version')!r} is not supported; expected {VERSION}"
             + (f"; it was measured by an older mobilenas without drift correction: delete {path} to "
                "measure a new table" if older else "")
         )
     if not set(_FIELDS) <= set(data) <= {*_FIELDS, *_OPTIONAL_FIELDS}:
-        raise TableFileError(
+        raise LatencyError(
             f"{path}: the latency table must have the fields {', '.join(_FIELDS)} "
             f"(and optionally {', '.join(_OPTIONAL_FIELDS)}); got {', '.join(sorted(data))}"
         )
     try:
         protocol = LatencyProtocol.from_dict(data["protocol"])
         fit = OverheadFit.from_dict(data["fit"])
-    except (ProtocolError, LatencyError) as err:
-        raise TableFileError(f"{path}: bad header: {err}") from None
+    except (ConfigError, LatencyError) as err:
+        raise LatencyError(f"{path}: bad header: {err}") from None
     reference_ms = data["reference_ms"]
     if reference_ms is not None and (
         isinstance(reference_ms, bool) or not isinstance(reference_ms, int | float) or not reference_ms > 0
         or not math.isfinite(reference_ms)
     ):
-        raise TableFileError(f"{path}: 'reference_ms' must be a positive number of ms or null, got {reference_ms!r}")
+        raise LatencyError(f"{path}: 'reference_ms' must be a positive number of ms or null, "
+                           f"got {reference_ms!r}")
     if reference_ms is not None and protocol.drift_correction != "reference":
-        raise TableFileError(
+        raise LatencyError(
             f"{path}: 'reference_ms' is set but the protocol does not correct drift "
             f"(drift_correction={protocol.drift_correction}); {advice}"
         )
     if not isinstance(data["rows"], dict):
-        raise TableFileError(f"{path}: 'rows' must map layer keys to milliseconds")
+        raise LatencyError(f"{path}: 'rows' must map layer keys to milliseconds")
     try:
         rows = {key: _check_row(key, ms, "rows") for key, ms in data["rows"].items()}
-    except TableFileError as err:
-        raise TableFileError(f"{path}: {err}; {advice}") from None
+    except LatencyError as err:
+        raise LatencyError(f"{path}: {err}; {advice}") from None
     return protocol, reference_ms, fit, rows, _parse_imports(path, data.get("imports", []), rows)
 
 
@@ -489,18 +482,18 @@ def _parse_imports(path: Path, data: Any, rows: Mapping[str, float]) -> list[Imp
     """The ``imports`` list: each with a csv name, a protocol and keys of rows the table holds."""
     where = f"{path}: 'imports'"
     if not isinstance(data, list):
-        raise TableFileError(f"{where} must be a list of {{csv, protocol, keys}}")
+        raise LatencyError(f"{where} must be a list of {{csv, protocol, keys}}")
     records = []
     for i, item in enumerate(data):
         if not isinstance(item, dict) or set(item) != {"csv", "protocol", "keys"}:
-            raise TableFileError(f"{where}[{i}]: expected the fields csv, protocol, keys")
+            raise LatencyError(f"{where}[{i}]: expected the fields csv, protocol, keys")
         keys = item["keys"]
         if (not isinstance(item["csv"], str) or not isinstance(keys, list)
                 or not all(isinstance(key, str) and key in rows for key in keys)):
-            raise TableFileError(f"{where}[{i}]: csv must be a name and keys a list of the table's row keys")
+            raise LatencyError(f"{where}[{i}]: csv must be a name and keys a list of the table's row keys")
         try:
             protocol = LatencyProtocol.from_dict(item["protocol"])
-        except ProtocolError as err:
-            raise TableFileError(f"{where}[{i}]: bad protocol: {err}") from None
+        except ConfigError as err:
+            raise LatencyError(f"{where}[{i}]: bad protocol: {err}") from None
         records.append(ImportRecord(item["csv"], protocol, set(keys)))
     return records

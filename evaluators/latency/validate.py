@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 from scipy.stats import spearmanr
 
-from evaluators.latency.errors import LatencyError
 from evaluators.latency.fit import OverheadFit, fit_scale_overhead, reference_fit_specs
 from evaluators.latency.protocol import LatencyProtocol
 from evaluators.latency.table import LatencyTable
+from search_spaces.errors import LatencyError
 from search_spaces.serialize import atomic_write
 from search_spaces.space import SearchSpace, sample_specs
 from search_spaces.spec import ArchSpec

@@ -2,9 +2,9 @@
 precision on CUDA, atomic checkpoints with exact resume, top-1/top-5 evaluation."""
 
 from evaluators.training.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint, save_weights
-from evaluators.training.config import TrainConfig, TrainError
+from evaluators.training.config import TrainConfig
 from evaluators.training.metrics import EvalResult, evaluate
 from evaluators.training.trainer import COMPLETED, DIVERGED, TrainResult, budget_steps, fit
 
-__all__ = ["CHECKPOINT", "COMPLETED", "DIVERGED", "EvalResult", "TrainConfig", "TrainError", "TrainResult",
+__all__ = ["CHECKPOINT", "COMPLETED", "DIVERGED", "EvalResult", "TrainConfig", "TrainResult",
            "budget_steps", "evaluate", "fit", "load_checkpoint", "save_checkpoint", "save_weights"]

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from evaluators.training.config import TrainError
+from search_spaces.errors import DataError
 from search_spaces.serialize import atomic_write
 
 CHECKPOINT = "checkpoint.pt"
@@ -43,9 +43,9 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # any unpickling failure means a bad file
-        raise TrainError(f"{path}: not a readable checkpoint ({load_error_reason(err)})") from None
+        raise DataError(f"{path}: not a readable checkpoint ({load_error_reason(err)})") from None
     if not isinstance(state, dict) or "step" not in state or "model" not in state:
-        raise TrainError(f"{path}: not a mobilenas training checkpoint (no 'step' or 'model')")
+        raise DataError(f"{path}: not a mobilenas training checkpoint (no 'step' or 'model')")
     return state
 
 

@@ -5,15 +5,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from search_spaces.errors import MobilenasError
+from search_spaces.errors import ConfigError
 
 OPTIMIZERS = ("sgd", "rmsprop", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
-
-
-class TrainError(MobilenasError, ValueError):
-    """A training option is invalid, or a checkpoint does not fit the run that would resume it."""
 
 
 @dataclass
@@ -54,10 +50,10 @@ class TrainConfig:
     progress: bool = True  # tqdm progress bar
 
     def validate(self) -> None:
-        """Raise :class:`TrainError` naming the first bad field."""
+        """Raise :class:`ConfigError` naming the first bad field."""
         def check(ok: bool, key: str, message: str) -> None:
             if not ok:
-                raise TrainError(f"trainer.{key}: {message}, got {getattr(self, key)!r}")
+                raise ConfigError(f"trainer.{key}: {message}, got {getattr(self, key)!r}")
 
         check(self.optimizer in OPTIMIZERS, "optimizer", f"must be one of {', '.join(OPTIMIZERS)}")
         check(self.schedule in SCHEDULES, "schedule", f"must be one of {', '.join(SCHEDULES)}")
@@ -75,7 +71,8 @@ class TrainConfig:
         check(self.step_every_epochs > 0, "step_every_epochs", "must be positive")
         check(self.clip_grad_norm >= 0, "clip_grad_norm", "must be >= 0 (0: off)")
         check(self.eval_every >= 0, "eval_every", "must be >= 0")
-        check(self.bn_momentum is None or 0 < self.bn_momentum <= 1, "bn_momentum", "must be in (0, 1] or null")
+        check(self.bn_momentum is None or 0 < self.bn_momentum <= 1, "bn_momentum",
+              "must be in (0, 1] or null")
         check(self.bn_recalibrate >= 0, "bn_recalibrate", "must be >= 0 (0: off)")
         check(self.checkpoint_every >= 0, "checkpoint_every", "must be >= 0")
         check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"), "device",

@@ -6,7 +6,8 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
-from evaluators.training.config import TrainConfig, TrainError
+from evaluators.training.config import TrainConfig
+from search_spaces.errors import ConfigError
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -64,7 +65,7 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise TrainError(f"trainer.device: {name!r} asked for, but CUDA is not available; use auto or cpu")
+        raise ConfigError(f"trainer.device: {name!r} asked for, but CUDA is not available; use auto or cpu")
     return device
 
 

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from evaluators.data import DatasetSplits
 from evaluators.training.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
-from evaluators.training.config import RESUMABLE_CHANGES, TrainConfig, TrainError
+from evaluators.training.config import RESUMABLE_CHANGES, TrainConfig
 from evaluators.training.metrics import EvalResult, autocast_context, evaluate, recalibrate_batchnorm
 from evaluators.training.optim import (
     make_ema,
@@ -39,6 +39,7 @@ from evaluators.training.optim import (
     set_batchnorm_momentum,
 )
 from evaluators.training.schedule import lr_at
+from search_spaces.errors import DataError
 
 log = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = 1
@@ -135,11 +136,11 @@ class _Run:
         changed = sorted(k for k in now if saved.get(k) != now[k])
         if changed:
             shown = ", ".join(f"{k}={saved.get(k)!r} -> {now[k]!r}" for k in changed)
-            raise TrainError(f"{path}: the checkpoint was written with other training options ({shown}); "
-                             "resume with the same options or start a new run")
+            raise DataError(f"{path}: the checkpoint was written with other training options ({shown}); "
+                            "resume with the same options or start a new run")
         if state.get("identity") != self.identity:
-            raise TrainError(f"{path}: the checkpoint was written for other data or splits "
-                             f"({state.get('identity')} vs {self.identity})")
+            raise DataError(f"{path}: the checkpoint was written for other data or splits "
+                            f"({state.get('identity')} vs {self.identity})")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
@@ -238,7 +239,7 @@ def fit(model: nn.Module, data: DatasetSplits, cfg: TrainConfig, *, eval_split: 
         checkpoint_dir: where ``checkpoint.pt`` is written atomically every
             ``cfg.checkpoint_every`` steps (0: each epoch) and at the end; None: no checkpoints.
         resume: continue from ``checkpoint_dir/checkpoint.pt`` when it exists; the options that
-            change the result must equal the checkpoint's (:class:`TrainError` otherwise).
+            change the result must equal the checkpoint's (:class:`DataError` otherwise).
         on_eval: called as ``on_eval(step, EvalResult)`` at every evaluation, after the
             checkpoint of that step is written; exceptions it raises (e.g. ``optuna.TrialPruned``)
             propagate to the caller.

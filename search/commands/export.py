@@ -8,11 +8,12 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from search.commands.show import resolve_arch
-from search.config import ConfigError, typed
+from search.arch import resolve_arch
+from search.config import typed
 from search.export import ExportOptions, ExportResult, check_name, export_dir, export_model, safe_name
 from search.export_formats import check_onnx_options, check_tolerances
 from search.export_sources import ExportSource, arch_name, read_run
+from search_spaces.errors import ConfigError
 from search_spaces.reference import REFERENCES
 
 EXPORT_ROOT = Path("runs") / "export"  # where exports go without out=

@@ -21,8 +21,9 @@ from evaluators.latency import (
     space_fit_specs,
     validate_table,
 )
-from search.config import ConfigError, typed
+from search.config import typed
 from search_spaces.config import SpaceConfig, build_space
+from search_spaces.errors import ConfigError
 from search_spaces.serialize import atomic_write_text
 from search_spaces.space import SearchSpace, sample_specs
 from search_spaces.spec import ArchSpec

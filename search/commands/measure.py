@@ -7,8 +7,9 @@ from dataclasses import dataclass, replace
 from omegaconf import DictConfig
 
 from evaluators.latency import LatencyConfig, latency_evaluator, measure_many
-from search.commands.show import arch_label, resolve_arch
-from search.config import ConfigError, typed
+from search.arch import arch_label, resolve_arch
+from search.config import typed
+from search_spaces.errors import ConfigError
 
 
 @dataclass

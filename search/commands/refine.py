@@ -10,9 +10,10 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from search.commands.show import resolve_arch
-from search.config import ConfigError, typed
+from search.arch import resolve_arch
+from search.config import typed
 from search.netadapt import NetAdaptConfig, NetAdaptResult
+from search_spaces.errors import ConfigError
 from search_spaces.spec import ArchSpec
 
 log = logging.getLogger("mobilenas.refine")

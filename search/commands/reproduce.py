@@ -10,15 +10,17 @@ from pathlib import Path
 
 import torch
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 from evaluators.cost import count_cost
 from evaluators.latency import LatencyConfig, measure_latency
-from search.config import ConfigError, typed
+from search.config import typed
+from search.package_data import conf_dir
 from search_spaces.builder import build_model
+from search_spaces.errors import ConfigError
+from search_spaces.printout import format_columns
 from search_spaces.reference import PAPER_FIGURES, REFERENCE_PARAMS, REFERENCES, reference_spec
 from search_spaces.serialize import atomic_write_text
-from search_spaces.table import format_table
 
 log = logging.getLogger("mobilenas.reproduce")
 ACTIONS = ("figures", "search", "train")
@@ -40,8 +42,9 @@ def reference_figures(latency_cfg: LatencyConfig, resolution: int = 224) -> list
         rows.append({
             "name": name, "params": cost.params, "reference_params": REFERENCE_PARAMS[name],
             "madds_m": cost.madds / 1e6, "conv_linear_madds_m": cost.conv_linear_madds / 1e6,
-            "paper_madds_m": PAPER_FIGURES[name]["madds_m"], "paper_params_m": PAPER_FIGURES[name]["params_m"],
-            "paper_top1": PAPER_FIGURES[name]["top1"], "latency_ms": latency.ms, "latency_iqr_ms": latency.iqr_ms,
+            "paper_madds_m": PAPER_FIGURES[name]["madds_m"],
+            "paper_params_m": PAPER_FIGURES[name]["params_m"], "paper_top1": PAPER_FIGURES[name]["top1"],
+            "latency_ms": latency.ms, "latency_iqr_ms": latency.iqr_ms,
             "protocol": latency.protocol.to_dict(),
         })
     return rows
@@ -52,9 +55,10 @@ def figures_table(rows: list[dict[str, object]]) -> str:
               "paper top-1", "latency ms (IQR)")
     body = [(str(r["name"]), f"{r['params']:,}", "yes" if r["params"] == r["reference_params"] else "NO",
              f"{r['madds_m']:.1f} / {r['conv_linear_madds_m']:.1f}", f"{r['paper_madds_m']:.0f}",
-             f"{r['paper_params_m']}", f"{r['paper_top1']}%", f"{r['latency_ms']:.2f} ({r['latency_iqr_ms']:.2f})")
+             f"{r['paper_params_m']}", f"{r['paper_top1']}%",
+             f"{r['latency_ms']:.2f} ({r['latency_iqr_ms']:.2f})")
             for r in rows]
-    return format_table(header, body)
+    return format_columns(header, body)
 
 
 def _figures(cfg: DictConfig, run_dir: Path) -> None:
@@ -71,7 +75,7 @@ def _figures(cfg: DictConfig, run_dir: Path) -> None:
 def trainer_preset(name: str, where: str) -> DictConfig:
     """The trainer preset ``conf/trainer/<name>.yaml``; a ConfigError naming ``where`` and the
     presets there when it does not exist."""
-    presets = Path(__file__).resolve().parents[2] / "conf" / "trainer"
+    presets = conf_dir() / "trainer"
     path = presets / f"{name}.yaml"
     if not path.is_file():
         names = ", ".join(sorted(p.stem for p in presets.glob("*.yaml")))
@@ -80,16 +84,16 @@ def trainer_preset(name: str, where: str) -> DictConfig:
 
 
 def _train(cfg: DictConfig, run_dir: Path, reference: str) -> None:
-    from search.commands import train as train_command
+    from search.training_job import prepare_job, run_training
 
     node = OmegaConf.create({"arch": cfg.get("arch") or reference, "data": cfg.data, "trainer": cfg.trainer})
-    train_command.run_training(train_command.prepare_job(node))  # writes into this run dir
+    run_training(prepare_job(node, run_dir))  # writes into this run dir
 
 
 def _search(cfg: DictConfig, run_dir: Path, reference: str) -> None:
-    from evaluators.data import DataConfig, load_dataset
+    from evaluators.data import load_dataset
     from evaluators.training import TrainConfig, fit
-    from search.commands import search as search_command
+    from search.pipeline import prepare_search, run_pipeline
     from search_spaces.serialize import load_spec_file
 
     compare = typed(cfg.get("compare"), CompareConfig, "compare")  # checked before the long search
@@ -98,13 +102,14 @@ def _search(cfg: DictConfig, run_dir: Path, reference: str) -> None:
     trainer = typed(trainer_preset(compare.trainer, "compare.trainer"), TrainConfig, "compare.trainer")
     trainer = trainer.replace(steps=compare.steps, progress=False)
     # the V3 recipe (3 warm-up epochs from 1% lr, EMA 0.9999) leaves short proxies at chance
-    with open_dict(cfg):
-        cfg.trainer = trainer_preset(cfg.get("search_trainer", "fast"), "search_trainer")
-    print(f"search and NetAdapt train with the {cfg.get('search_trainer', 'fast')!r} trainer preset")
-    search_command.run(cfg)
+    search_trainer = cfg.get("search_trainer", "fast")
+    proxy_trainer = typed(trainer_preset(search_trainer, "search_trainer"), TrainConfig, "search_trainer")
+    print(f"search and NetAdapt train with the {search_trainer!r} trainer preset")
+    job = prepare_search(cfg, trainer=proxy_trainer)
+    run_pipeline(job, run_dir)
     refined = run_dir / "refine" / "winner.json"
     winner = load_spec_file(refined if refined.exists() else run_dir / "winner.json")
-    data = load_dataset(typed(cfg.data, DataConfig, "data"))
+    data = load_dataset(job.settings.data)
     baseline = reference_spec(reference, num_classes=data.num_classes, resolution=data.resolution)
     results = {}
     for name, spec in (("reference " + reference, baseline.replace(in_channels=data.in_channels)),

@@ -7,11 +7,13 @@ from dataclasses import dataclass
 from omegaconf import DictConfig
 
 from evaluators.cost import count_cost, layer_costs
-from search.config import ConfigError, typed
+from search.arch import arch_label, resolve_arch
+from search.config import typed
 from search_spaces import serialize
-from search_spaces.reference import PAPER_FIGURES, REFERENCES, reference_spec
+from search_spaces.errors import ConfigError
+from search_spaces.printout import LAYER_COLUMNS, format_columns, layer_rows
+from search_spaces.reference import PAPER_FIGURES
 from search_spaces.spec import ArchSpec
-from search_spaces.table import COLUMNS, format_table, layer_rows
 
 FORMATS = ("table", "markdown", "string", "json", "yaml")
 
@@ -25,30 +27,8 @@ class ShowConfig:
     format: str = "table"
 
 
-def resolve_arch(arch: str, *, width_mult: float = 1.0, num_classes: int | None = None,
-                 resolution: int | None = None) -> ArchSpec:
-    """A spec from a reference name (with width multiplier), a spec file or a spec string."""
-    if arch in REFERENCES:
-        spec = reference_spec(arch, width_mult=width_mult)
-    elif width_mult != 1.0:
-        raise ConfigError(f"width_mult applies to the references ({', '.join(REFERENCES)}) only")
-    else:
-        spec = serialize.load_spec(arch)
-    return serialize.load_spec(str(spec), num_classes=num_classes, resolution=resolution) \
-        if (num_classes or resolution) else spec
-
-
-def arch_label(arch: str, *, width_mult: float = 1.0, num_classes: int | None = None,
-               resolution: int | None = None) -> str:
-    """``arch`` with the arguments that change it, e.g. ``mobilenet_v3_small (width_mult=0.75)``."""
-    given = {"width_mult": None if width_mult == 1.0 else f"{width_mult:g}",
-             "num_classes": num_classes, "resolution": resolution}
-    shown = ", ".join(f"{name}={value}" for name, value in given.items() if value is not None)
-    return f"{arch} ({shown})" if shown else arch
-
-
 def describe(spec: ArchSpec, *, markdown: bool = False) -> str:
-    """Layer table with per-layer params and MAdds, then the totals."""
+    """The layer printout with per-layer params and MAdds, then the totals."""
     rows = layer_rows(spec)
     per_layer = layer_costs(spec)  # stem, blocks..., head
     costed: list[tuple[str, ...]] = []
@@ -60,11 +40,11 @@ def describe(spec: ArchSpec, *, markdown: bool = False) -> str:
             costed.append((*row, f"{params:,}", f"{madds / 1e6:.2f}M"))
         else:
             costed.append((*row, "", ""))
-    table = format_table((*COLUMNS, "params", "MAdds"), costed, markdown=markdown)
+    printout = format_columns((*LAYER_COLUMNS, "params", "MAdds"), costed, markdown=markdown)
     cost = count_cost(spec)
     totals = (f"params {cost.params:,} ({cost.params_m:.2f} M)   MAdds {cost.madds_m:.1f} M "
               f"(conv+linear {cost.conv_linear_madds / 1e6:.1f} M; fvcore)")
-    return f"{table}\n\n{totals}"
+    return f"{printout}\n\n{totals}"
 
 
 def run(cfg: DictConfig) -> None:

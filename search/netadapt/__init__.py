@@ -6,14 +6,12 @@ with inherited weights, until it meets a latency target.
 - :mod:`~search.netadapt.loop`: the iteration, checkpoint and resume.
 """
 
-from search.netadapt.checkpoint import CheckpointError
 from search.netadapt.config import NetAdaptConfig
-from search.netadapt.inherit import InheritError, inherit_weights, kept_channels
-from search.netadapt.loop import METRICS, NetAdaptError, NetAdaptResult, netadapt
+from search.netadapt.inherit import inherit_weights, kept_channels
+from search.netadapt.loop import METRICS, NetAdaptResult, netadapt
 from search.netadapt.proposals import KINDS, BottleneckGroup, Proposal, bottleneck_groups, propose
 
 __all__ = [
-    "KINDS", "METRICS", "BottleneckGroup", "CheckpointError", "InheritError", "NetAdaptConfig",
-    "NetAdaptError", "NetAdaptResult", "Proposal", "bottleneck_groups", "inherit_weights",
-    "kept_channels", "netadapt", "propose",
+    "KINDS", "METRICS", "BottleneckGroup", "NetAdaptConfig", "NetAdaptResult", "Proposal",
+    "bottleneck_groups", "inherit_weights", "kept_channels", "netadapt", "propose",
 ]

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from search.config import ConfigError
 from search.netadapt.loop import METRICS
 from search.netadapt.proposals import KINDS
+from search_spaces.errors import ConfigError
 
 
 @dataclass

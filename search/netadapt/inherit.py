@@ -19,12 +19,8 @@ import torch
 
 from search.netadapt.proposals import bottleneck_groups, structure
 from search_spaces.builder import MobileNetV3Like, build_model
-from search_spaces.errors import MobilenasError
+from search_spaces.errors import SpecError
 from search_spaces.spec import ArchSpec, se_channels
-
-
-class InheritError(MobilenasError, ValueError):
-    """The child spec is not a channel-truncation of the parent's."""
 
 
 @dataclass(frozen=True)
@@ -84,7 +80,7 @@ def kept_channels(parent: MobileNetV3Like, child_spec: ArchSpec) -> dict[str, to
     """For each channel space, the parent's channel indices the child keeps (ascending)."""
     parent_spec = parent.spec
     if _skeleton(parent_spec) != _skeleton(child_spec):
-        raise InheritError(
+        raise SpecError(
             "child spec must differ from the parent's in channel widths only (same blocks, kernels, "
             f"strides, SE, activations, classes, expansion convs and residuals):\n  parent {parent_spec}"
             f"\n  child  {child_spec}"
@@ -92,13 +88,13 @@ def kept_channels(parent: MobileNetV3Like, child_spec: ArchSpec) -> dict[str, to
     axes, widths = _plan(parent_spec)
     child_axes, child_widths = _plan(child_spec)
     if axes != child_axes:
-        raise InheritError("child spec groups its residual blocks differently from the parent's")
+        raise SpecError("child spec groups its residual blocks differently from the parent's")
     modules = dict(parent.named_modules())
     keep: dict[str, torch.Tensor] = {}
     for space, width in widths.items():
         new = child_widths[space]
         if new > width:
-            raise InheritError(f"channel space {space}: child width {new} exceeds the parent's {width}")
+            raise SpecError(f"channel space {space}: child width {new} exceeds the parent's {width}")
         if new == width:
             keep[space] = torch.arange(width)
             continue
@@ -125,7 +121,7 @@ def inherit_weights(parent_model: MobileNetV3Like, child_spec: ArchSpec) -> Mobi
     train/eval mode as the parent.
 
     Raises:
-        InheritError: ``child_spec`` is not a channel-truncation of ``parent_model.spec``.
+        SpecError: ``child_spec`` is not a channel-truncation of ``parent_model.spec``.
     """
     keep = kept_channels(parent_model, child_spec)
     axes, _ = _plan(parent_model.spec)

@@ -29,12 +29,12 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from search.netadapt.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from search.netadapt.checkpoint import load_netadapt_state, save_netadapt_state
 from search.netadapt.inherit import inherit_weights
 from search.netadapt.proposals import KINDS, propose
 from search_spaces.blockstring import from_string
 from search_spaces.builder import MobileNetV3Like, build_model
-from search_spaces.errors import MobilenasError, RunFailure
+from search_spaces.errors import ConfigError, DataError, TrainingDiverged
 from search_spaces.serialize import atomic_write_text, from_dict, to_dict
 from search_spaces.spec import ArchSpec
 
@@ -49,10 +49,6 @@ TARGET_MET, NO_PROPOSAL, MAX_ITERATIONS = "target_met", "no_proposal", "max_iter
 
 FineTune = Callable[[MobileNetV3Like, int], nn.Module]
 Evaluate = Callable[[nn.Module], float]
-
-
-class NetAdaptError(MobilenasError, ValueError):
-    """Bad arguments to the NetAdapt loop."""
 
 
 @dataclass
@@ -127,25 +123,25 @@ def _check(target_ms: float | None, target_ratio: float | None, delta_ms: float 
            delta_ratio: float, short_steps: int, final_steps: int, metric: str, max_iterations: int,
            kinds: Sequence[str]) -> None:
     if (target_ms is None) == (target_ratio is None):
-        raise NetAdaptError(f"give exactly one of target_ms and target_ratio, got target_ms={target_ms}, "
-                            f"target_ratio={target_ratio}")
+        raise ConfigError(f"give exactly one of target_ms and target_ratio, got target_ms={target_ms}, "
+                          f"target_ratio={target_ratio}")
     if target_ms is not None and not target_ms > 0:
-        raise NetAdaptError(f"target_ms must be > 0, got {target_ms}")
+        raise ConfigError(f"target_ms must be > 0, got {target_ms}")
     if target_ratio is not None and not 0 < target_ratio <= 1:
-        raise NetAdaptError(f"target_ratio must be in (0, 1], got {target_ratio}")
+        raise ConfigError(f"target_ratio must be in (0, 1], got {target_ratio}")
     if delta_ms is not None and not delta_ms > 0:
-        raise NetAdaptError(f"delta_ms must be > 0 (or None for delta_ratio x the seed's latency), "
-                            f"got {delta_ms}")
+        raise ConfigError(f"delta_ms must be > 0 (or None for delta_ratio x the seed's latency), "
+                          f"got {delta_ms}")
     if not 0 < delta_ratio < 1:
-        raise NetAdaptError(f"delta_ratio must be in (0, 1), got {delta_ratio}")
+        raise ConfigError(f"delta_ratio must be in (0, 1), got {delta_ratio}")
     for name, value in (("short_steps", short_steps), ("final_steps", final_steps),
                         ("max_iterations", max_iterations)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise NetAdaptError(f"{name} must be an integer >= 0, got {value!r}")
+            raise ConfigError(f"{name} must be an integer >= 0, got {value!r}")
     if metric not in METRICS:
-        raise NetAdaptError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
+        raise ConfigError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
     if not kinds or any(k not in KINDS for k in kinds):
-        raise NetAdaptError(f"kinds must be a non-empty subset of {', '.join(KINDS)}, got {list(kinds)}")
+        raise ConfigError(f"kinds must be a non-empty subset of {', '.join(KINDS)}, got {list(kinds)}")
 
 
 def _float(value: float | None) -> float | None:
@@ -169,9 +165,9 @@ class _Run:
     def load(self, name: str) -> dict[str, Any] | None:
         if self.dir is None:
             return None
-        payload = load_checkpoint(self.dir / name)
+        payload = load_netadapt_state(self.dir / name)
         if payload is not None and payload.get("settings") != self.settings:
-            raise CheckpointError(
+            raise DataError(
                 f"{self.dir / name}: holds a refinement with other settings ({payload.get('settings')}); "
                 f"now {self.settings}. Use a new run dir, or the same settings to resume"
             )
@@ -182,8 +178,8 @@ class _Run:
         if self.dir is None:
             return
         state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        save_checkpoint(self.dir / name, {"settings": self.settings, "spec": to_dict(spec),
-                                          "state_dict": state, "history": history, **extra})
+        save_netadapt_state({"settings": self.settings, "spec": to_dict(spec), "state_dict": state,
+                             "history": history, **extra}, self.dir / name)
         atomic_write_text(self.dir / HISTORY_FILE, json.dumps(history, indent=2) + "\n")
 
 
@@ -242,7 +238,7 @@ def netadapt(
         progress: show a tqdm bar over each iteration's candidates.
 
     Raises:
-        NetAdaptError: bad arguments. CheckpointError: ``run_dir`` holds another refinement.
+        ConfigError: bad arguments. DataError: ``run_dir`` holds another refinement.
     """
     _check(target_ms, target_ratio, delta_ms, delta_ratio, short_steps, final_steps, metric,
            max_iterations, kinds)
@@ -307,8 +303,8 @@ def netadapt(
         _, j, model = best
         chosen = candidates[j]
         if math.isnan(chosen["accuracy"]):
-            raise RunFailure(f"netadapt iteration {iteration}: the fine-tuning of every proposal diverged; "
-                             "lower trainer.lr or netadapt.finetune_lr_scale")
+            raise TrainingDiverged(f"netadapt iteration {iteration}: the fine-tuning of every proposal "
+                                   "diverged; lower trainer.lr or netadapt.finetune_lr_scale")
         spec = proposals[j].spec
         history.append({"iteration": iteration, "chosen": chosen["label"],
                         "latency_ms": chosen["latency_after_ms"], "accuracy": chosen["accuracy"],
@@ -324,8 +320,8 @@ def netadapt(
         model = fine_tune(model.train(), final_steps)
     accuracy = float(evaluate(model))
     if math.isnan(accuracy):
-        raise RunFailure("netadapt: the final fine-tuning diverged, nothing saved as the result; "
-                         "lower trainer.lr or netadapt.finetune_lr_scale")
+        raise TrainingDiverged("netadapt: the final fine-tuning diverged, nothing saved as the result; "
+                               "lower trainer.lr or netadapt.finetune_lr_scale")
     logger.info("netadapt: %s after %d iterations: latency %.3f ms, accuracy %.4f after %d final steps",
                 status, len(history) - 1, history[-1]["latency_ms"], accuracy, final_steps)
     payload = {"settings": settings, "spec": to_dict(spec), "history": history, "status": status,

@@ -24,7 +24,7 @@ from search.netadapt.config import NetAdaptConfig
 from search.netadapt.loop import Evaluate, FineTune, NetAdaptResult, netadapt
 from search_spaces.blockstring import from_string
 from search_spaces.builder import MobileNetV3Like, build_model
-from search_spaces.errors import MobilenasError, RunFailure
+from search_spaces.errors import MobilenasError, TrainingDiverged
 from search_spaces.serialize import atomic_write_text, save_spec
 from search_spaces.spec import ArchSpec
 
@@ -78,7 +78,7 @@ def seed_model(spec: ArchSpec, data: DatasetSplits, trainer: TrainConfig, *,
     result = fit(model, data, dataclasses.replace(trainer, steps=pretrain_steps),
                  checkpoint_dir=checkpoint_dir, resume=True)
     if not result.ok:
-        raise RunFailure(f"training the seed diverged ({result.message}); lower trainer.lr")
+        raise TrainingDiverged(f"training the seed diverged ({result.message}); lower trainer.lr")
     logger.info("seed trained %d steps: val top-1 %.4f", result.steps, result.top1)
     return model
 

@@ -10,7 +10,6 @@ from evaluators.accuracy import (
     AccuracyEvaluator,
     NaswotEvaluator,
     ProxyConfig,
-    ProxyError,
     ProxyTrainEvaluator,
     SynflowEvaluator,
     accuracy_evaluator,
@@ -19,7 +18,7 @@ from evaluators.accuracy import (
 from evaluators.data import DataConfig
 from evaluators.training import TrainConfig
 from search_spaces.blockstring import from_string
-from search_spaces.errors import MobilenasError
+from search_spaces.errors import ConfigError, MobilenasError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -104,9 +103,9 @@ def test_evaluator_loads_data_once_and_checks_the_spec(monkeypatch):
 
 
 def test_bad_proxy_options_name_the_field():
-    with pytest.raises(ProxyError, match=r"proxy.kind: 'zen' is unknown; allowed: train, naswot, synflow"):
+    with pytest.raises(ConfigError, match=r"proxy.kind: 'zen' is unknown; allowed: train, naswot, synflow"):
         accuracy_evaluator(ProxyConfig(kind="zen"), DATA, TRAINER)
-    with pytest.raises(ProxyError, match=r"proxy.steps / proxy.epochs: the train proxy needs a budget"):
+    with pytest.raises(ConfigError, match=r"proxy.steps / proxy.epochs: the train proxy needs a budget"):
         accuracy_evaluator(ProxyConfig(steps=None, epochs=None), DATA, TRAINER)
 
 

@@ -10,10 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
-from evaluators.data import DATASETS, DataConfig, DataError, load_dataset
+from evaluators.data import DATASETS, DataConfig, load_dataset
 from evaluators.data.arrays import ImageArrays
 from evaluators.data.loader import Augment, BatchLoader
 from evaluators.data.synthetic import synthetic_arrays
+from search_spaces.errors import DataError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -230,7 +231,8 @@ def test_bad_data_config_names_the_field():
         load_dataset(DataConfig(num_classes=50))
     with pytest.raises(DataError, match=r"data.mean: needs 3 values"):
         load_dataset(DataConfig(mean=[0.5]))
-    with pytest.raises(DataError, match=r"data.val_size: must be a fraction below 1 or a whole count, got 2.5"):
+    with pytest.raises(DataError,
+                       match=r"data.val_size: must be a fraction below 1 or a whole count, got 2.5"):
         load_dataset(DataConfig(val_size=2.5))
 
 

@@ -4,16 +4,9 @@ import csv
 
 import pytest
 
-from evaluators.latency import (
-    LatencyProtocol,
-    LatencyTable,
-    MissingRowsError,
-    TableFileError,
-    export_layers_csv,
-    import_csv,
-    layer_from_key,
-)
-from evaluators.latency.csv_io import COLUMNS
+from evaluators.latency import LatencyProtocol, LatencyTable, export_layers_csv, import_csv, layer_from_key
+from evaluators.latency.csv_format import COLUMNS
+from search_spaces.errors import LatencyError
 from search_spaces.reference import reference_spec
 from search_spaces.space import SearchSpace
 
@@ -40,10 +33,10 @@ def write(path, rows, columns=COLUMNS):
 def test_every_layer_key_parses_back_to_its_layer(spec):
     for layer in SearchSpace(spec).layers():
         assert layer_from_key(layer.key) == layer
-    with pytest.raises(TableFileError, match="layer key 'block:r8:ir_k3' is malformed"):
+    with pytest.raises(LatencyError, match="layer key 'block:r8:ir_k3' is malformed"):
         layer_from_key("block:r8:ir_k3")
     with pytest.raises(
-        TableFileError, match="not in canonical form; write it as 'block:r8:c16:ir_k3_e16_c16_s1_re'"
+        LatencyError, match="not in canonical form; write it as 'block:r8:c16:ir_k3_e16_c16_s1_re'"
     ):
         layer_from_key("block:r8:c16:ir_s1_k3_e16_c16_re")
 
@@ -84,12 +77,12 @@ def test_foreign_table_refuses_to_measure_missing_rows(tmp_path, spec):
     assert summary.skipped == 1
     table = LatencyTable.open(tmp_path / "phone.json", PHONE)
     with pytest.raises(
-        MissingRowsError,
+        LatencyError,
         match=r"1 layer\(s\) have no row for the external device 'pixel7-tflite' "
         r"and cannot be measured on this machine",
     ) as caught:
         table.predict_ms(spec)
-    assert caught.value.keys == (layers[2].key,)
+    assert str(caught.value).count(layers[2].key) == 1  # the missing key is named
     assert "action=import" in str(caught.value) and "action=export-layers" in str(caught.value)
     todo = read(tmp_path / "phone.missing.csv")
     assert [r["key"] for r in todo] == [layers[2].key]
@@ -121,7 +114,8 @@ def test_protocol_cells_are_read_as_the_protocol_stores_them(tmp_path, spec):
     import_csv(tmp_path / "p.csv", tmp_path / "p.json", PHONE)  # auto is none on an external device
     assert LatencyTable.open(tmp_path / "p.json", PHONE).rows == {key: 0.5}
     write(tmp_path / "r.csv", [{**row, "drift_correction": "reference"}], columns=tuple(row))
-    with pytest.raises(TableFileError, match="column drift_correction is 'reference' but the import's protocol has 'none'"):
+    message = "column drift_correction is 'reference' but the import's protocol has 'none'"
+    with pytest.raises(LatencyError, match=message):
         import_csv(tmp_path / "r.csv", tmp_path / "r.json", PHONE)
 
 
@@ -170,6 +164,6 @@ def test_protocol_cells_are_read_as_the_protocol_stores_them(tmp_path, spec):
 )
 def test_malformed_csv_is_refused_naming_line_and_column(tmp_path, rows, columns, message):
     write(tmp_path / "bad.csv", rows, columns)
-    with pytest.raises(TableFileError, match=message):
+    with pytest.raises(LatencyError, match=message):
         import_csv(tmp_path / "bad.csv", tmp_path / "t.json", PHONE)
     assert not (tmp_path / "t.json").exists()

@@ -3,10 +3,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from evaluators.latency import LatencyError, LatencyProtocol, measure_latency, measure_many
+from evaluators.latency import LatencyProtocol, measure_latency, measure_many
 from evaluators.latency.drift import corrected_runs
 from evaluators.latency.protocol import Fingerprint
 from search_spaces.builder import build_model
+from search_spaces.errors import LatencyError
 from search_spaces.reference import reference_spec
 
 FAST = {"resolution": 32, "warmup": 1, "runs": 3}

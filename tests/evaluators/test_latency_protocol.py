@@ -3,8 +3,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from evaluators.latency import Fingerprint, LatencyProtocol, ProtocolError, local_fingerprint
+from evaluators.latency import Fingerprint, LatencyProtocol, local_fingerprint
 from evaluators.latency.protocol import EXTERNAL
+from search_spaces.errors import ConfigError
 
 
 def test_defaults_state_everything_and_fingerprint_this_machine():
@@ -41,7 +42,7 @@ def test_defaults_state_everything_and_fingerprint_this_machine():
     ],
 )
 def test_bad_fields_are_refused_with_the_field_named(changes, message):
-    with pytest.raises(ProtocolError, match=message):
+    with pytest.raises(ConfigError, match=message):
         LatencyProtocol(**changes)
 
 
@@ -53,7 +54,7 @@ def test_external_device_is_not_measurable_here():
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error without CUDA")
 def test_cuda_without_cuda_is_a_clear_error():
-    with pytest.raises(ProtocolError, match="'cuda:0' needs CUDA, which this machine does not have"):
+    with pytest.raises(ConfigError, match="'cuda:0' needs CUDA, which this machine does not have"):
         LatencyProtocol(device="cuda")
 
 
@@ -64,7 +65,7 @@ def test_dict_roundtrip_and_differences():
     diffs = protocol.differences(other)
     assert diffs[0] == "threads: 2 vs 1"
     assert diffs[1].startswith("fingerprint: ") and "Other CPU x8" in diffs[1]
-    with pytest.raises(ProtocolError, match=r"unknown field\(s\) \['cores'\]"):
+    with pytest.raises(ConfigError, match=r"unknown field\(s\) \['cores'\]"):
         LatencyProtocol.from_dict({**protocol.to_dict(), "cores": 4})
 
 

@@ -4,16 +4,8 @@ import json
 
 import pytest
 
-from evaluators.latency import (
-    LatencyError,
-    LatencyProtocol,
-    LatencyTable,
-    OverheadFit,
-    ProtocolMismatchError,
-    TableFileError,
-    fit_scale_overhead,
-    validate_table,
-)
+from evaluators.latency import LatencyProtocol, LatencyTable, OverheadFit, fit_scale_overhead, validate_table
+from search_spaces.errors import LatencyError
 from search_spaces.reference import reference_spec
 
 FAST = {"resolution": 32, "warmup": 1, "runs": 3}
@@ -57,14 +49,14 @@ def test_missing_rows_are_measured_on_demand_and_persisted_atomically(tmp_path, 
 
 def test_another_protocol_or_machine_is_refused(built, protocol):
     with pytest.raises(
-        ProtocolMismatchError, match=r"another protocol \(threads: 1 vs 2; table vs requested\)"
+        LatencyError, match=r"another protocol \(threads: 1 vs 2; table vs requested\)"
     ):
         LatencyTable.open(built, protocol.replace(threads=2))
     data = json.loads(built.read_text())
     data["protocol"]["fingerprint"]["host"] = "AMD EPYC 9654 x192"
     built.write_text(json.dumps(data))
     with pytest.raises(
-        ProtocolMismatchError, match=r"fingerprint: AMD EPYC 9654 x192, torch .* vs .*never used"
+        LatencyError, match=r"fingerprint: AMD EPYC 9654 x192, torch .* vs .*never used"
     ):
         LatencyTable.open(built, protocol)
 
@@ -80,7 +72,8 @@ def test_another_protocol_or_machine_is_refused(built, protocol):
             lambda text: text.replace('"version": 2', '"version": 1'),
             "version 1 is not supported; expected 2; it was measured by an older mobilenas without drift",
         ),
-        (lambda text: text.replace('"reference_ms": ', '"reference_ms": -'), "'reference_ms' must be a positive"),
+        (lambda text: text.replace('"reference_ms": ', '"reference_ms": -'),
+         "'reference_ms' must be a positive"),
         (lambda text: text.replace('"threads": 1', '"threads": -1'), r"bad header: latency.threads: must be"),
         (
             lambda text: text.replace(': {\n  "block', ': {\n  "bogus": 1.0,\n  "block'),
@@ -90,7 +83,7 @@ def test_another_protocol_or_machine_is_refused(built, protocol):
 )
 def test_corrupt_or_truncated_tables_are_refused(built, protocol, damage, message):
     built.write_text(damage(built.read_text()))
-    with pytest.raises(TableFileError, match=message):
+    with pytest.raises(LatencyError, match=message):
         LatencyTable.open(built, protocol)
 
 
@@ -99,9 +92,9 @@ def test_bad_row_values_and_missing_files(built, protocol, tmp_path):
     key = next(iter(data["rows"]))
     data["rows"][key] = -0.5
     built.write_text(json.dumps(data))
-    with pytest.raises(TableFileError, match=r"latency must be a finite number of ms >= 0, got -0.5"):
+    with pytest.raises(LatencyError, match=r"latency must be a finite number of ms >= 0, got -0.5"):
         LatencyTable.open(built, protocol)
-    with pytest.raises(TableFileError, match="no latency table there; build one"):
+    with pytest.raises(LatencyError, match="no latency table there; build one"):
         LatencyTable.open(tmp_path / "absent.json", protocol, create=False)
 
 
@@ -162,7 +155,8 @@ def test_rows_share_the_tables_drift_unit_across_processes(built, protocol, spec
 
 def test_rows_saved_meanwhile_in_another_unit_are_converted(tmp_path, protocol):
     path = tmp_path / "table.json"
-    keys = [layer.key for layer in reference_spec("mobilenet_v3_small", num_classes=10, resolution=32).layers()]
+    small = reference_spec("mobilenet_v3_small", num_classes=10, resolution=32)
+    keys = [layer.key for layer in small.layers()]
     theirs = LatencyTable(path, protocol, reference_ms=0.5, rows={keys[0]: 1.0})
     theirs.save()
     ours = LatencyTable(path, protocol, reference_ms=0.25, rows={keys[1]: 2.0})
@@ -181,19 +175,21 @@ def test_a_table_without_drift_correction_has_no_unit(tmp_path, specs, protocol)
     assert data["reference_ms"] is None
     data["reference_ms"] = 0.3
     (tmp_path / "raw.json").write_text(json.dumps(data))
-    with pytest.raises(TableFileError, match="'reference_ms' is set but the protocol does not correct drift"):
+    with pytest.raises(LatencyError, match="'reference_ms' is set but the protocol does not correct drift"):
         LatencyTable.open(tmp_path / "raw.json", raw)
 
 
 def test_validation_can_fit_on_other_networks_timed_alongside(built, protocol, specs):
     table = LatencyTable.open(built, protocol)
     stored = table.fit_overhead(specs, rounds=1)
-    fitting = [reference_spec("mobilenet_v3_small", width_mult=w, num_classes=10, resolution=32) for w in (0.35, 1.0)]
+    fitting = [reference_spec("mobilenet_v3_small", width_mult=w, num_classes=10, resolution=32)
+               for w in (0.35, 1.0)]
     report = validate_table(table, specs, fit_specs=[*fitting, specs[0]], rounds=1, progress=False)
     assert report.fit_source == "session" and report.fit.n_specs == 2  # validation specs are never fitted on
     assert report.predicted_ms == pytest.approx([report.fit.apply(table.sum_ms(s)) for s in specs])
     assert report.table_predicted_ms == pytest.approx([table.predict_ms(s) for s in specs])
-    assert table.fit == stored and LatencyTable.open(built, protocol).fit == stored  # the table is not changed
+    # the table is not changed
+    assert table.fit == stored and LatencyTable.open(built, protocol).fit == stored
     with_stored = report.table_fit_report()
     assert with_stored.fit_source == "table" and with_stored.fit == stored
     assert with_stored.predicted_ms == report.table_predicted_ms

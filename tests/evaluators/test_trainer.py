@@ -11,7 +11,6 @@ from evaluators.training import (
     CHECKPOINT,
     DIVERGED,
     TrainConfig,
-    TrainError,
     evaluate,
     fit,
     load_checkpoint,
@@ -20,6 +19,7 @@ from evaluators.training import (
 from evaluators.training.schedule import lr_at
 from search_spaces.blockstring import from_string
 from search_spaces.builder import build_model
+from search_spaces.errors import ConfigError, DataError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -76,14 +76,14 @@ def test_killed_then_resumed_run_ends_with_the_uninterrupted_weights(data, tmp_p
 
 def test_resume_with_other_options_is_refused(data, tmp_path):
     fit(tiny_model(), data, quick(steps=4), checkpoint_dir=tmp_path)
-    with pytest.raises(TrainError, match=r"other training options \(lr=0.05 -> 0.1, steps=4 -> 8\)"):
+    with pytest.raises(DataError, match=r"other training options \(lr=0.05 -> 0.1, steps=4 -> 8\)"):
         fit(tiny_model(), data, quick(steps=8, lr=0.1), checkpoint_dir=tmp_path, resume=True)
 
 
 def test_checkpoints_load_weights_only(tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"step": 1, "model": {}, "payload": Interrupted()}, path)
-    with pytest.raises(TrainError, match=r"evil.pt: not a readable checkpoint"):
+    with pytest.raises(DataError, match=r"evil.pt: not a readable checkpoint"):
         load_checkpoint(path)
     save_checkpoint({"step": 3, "model": {"w": torch.ones(2)}}, tmp_path / "ok.pt")
     assert load_checkpoint(tmp_path / "ok.pt")["step"] == 3
@@ -155,9 +155,9 @@ def test_learning_rate_schedules():
 
 
 def test_bad_trainer_options_name_the_field(data):
-    with pytest.raises(TrainError, match=r"trainer.optimizer: must be one of sgd, rmsprop.*, got 'adam'"):
+    with pytest.raises(ConfigError, match=r"trainer.optimizer: must be one of sgd, rmsprop.*, got 'adam'"):
         fit(tiny_model(), data, quick(optimizer="adam"))
-    with pytest.raises(TrainError, match=r"trainer.ema_decay: must be in \[0, 1\)"):
+    with pytest.raises(ConfigError, match=r"trainer.ema_decay: must be in \[0, 1\)"):
         fit(tiny_model(), data, quick(ema_decay=1.5))
 
 
@@ -198,5 +198,5 @@ def test_adamw_and_batchnorm_momentum_options():
     assert [g["weight_decay"] for g in optimizer.param_groups] == [1e-4, 0.0]
     set_batchnorm_momentum(model, 0.1)
     assert {m.momentum for m in model.modules() if isinstance(m, _nn.BatchNorm2d)} == {0.1}
-    with pytest.raises(TrainError, match=r"trainer.bn_momentum: must be in \(0, 1\] or null"):
+    with pytest.raises(ConfigError, match=r"trainer.bn_momentum: must be in \(0, 1\] or null"):
         TrainConfig(bn_momentum=0.0).validate()

@@ -14,14 +14,14 @@ from evaluators.latency import (
     LatencyResult,
     LatencyTable,
     OverheadFit,
-    ProtocolMismatchError,
     export_layers_csv,
     import_csv,
 )
 from evaluators.latency import table as table_module
-from evaluators.latency.csv_io import PROTOCOL_COLUMNS
+from evaluators.latency.csv_format import PROTOCOL_COLUMNS
 from evaluators.latency.protocol import EXTERNAL
 from search.cli import main
+from search_spaces.errors import LatencyError
 from search_spaces.reference import reference_spec
 from search_spaces.space import SearchSpace
 
@@ -71,7 +71,7 @@ def stated(protocol, **changes):
 def test_csv_without_protocol_columns_cannot_replace_measured_rows(tmp_path, measured, spec):
     before = measured.read_bytes()
     bare = write_csv(tmp_path / "bare.csv", spec, 9.0)
-    with pytest.raises(ProtocolMismatchError) as caught:
+    with pytest.raises(LatencyError) as caught:
         import_csv(bare, measured, PROTOCOL)
     message = str(caught.value)
     assert "\n" not in message
@@ -85,7 +85,7 @@ def test_csv_without_protocol_columns_cannot_replace_measured_rows(tmp_path, mea
 def test_csv_stating_another_protocol_names_the_difference(tmp_path, measured, spec):
     before = measured.read_bytes()
     other = write_csv(tmp_path / "other.csv", spec, 9.0, **stated(PROTOCOL, threads=4))
-    with pytest.raises(ProtocolMismatchError, match=r"differing: threads 4 vs 1 \(CSV vs table\)"):
+    with pytest.raises(LatencyError, match=r"differing: threads 4 vs 1 \(CSV vs table\)"):
         import_csv(other, measured, PROTOCOL)
     assert measured.read_bytes() == before
 

@@ -16,11 +16,11 @@ import pytest
 import torch
 from PIL import Image
 
-from evaluators.data import DataConfig, DataError, cifar, folder, load_dataset
+from evaluators.data import DataConfig, cifar, folder, load_dataset
 from evaluators.data.idx import MAX_IDX_BYTES, read_idx
-from evaluators.training import TrainError, load_checkpoint
-from search.netadapt.checkpoint import CheckpointError
-from search.netadapt.checkpoint import load_checkpoint as load_netadapt_checkpoint
+from evaluators.training import load_checkpoint
+from search.netadapt.checkpoint import load_netadapt_state
+from search_spaces.errors import DataError
 
 
 class MakesMarker:
@@ -147,8 +147,8 @@ def test_image_folder_too_large_for_memory_is_refused_before_reading(tmp_path, m
         load_dataset(DataConfig(name="folder", root=str(tmp_path)))
 
 
-@pytest.mark.parametrize("loader, error", [(load_checkpoint, TrainError),
-                                           (load_netadapt_checkpoint, CheckpointError)],
+@pytest.mark.parametrize("loader, error", [(load_checkpoint, DataError),
+                                           (load_netadapt_state, DataError)],
                          ids=["train", "netadapt"])
 def test_malicious_checkpoint_is_refused_without_running_code_or_advising_weights_only_false(
         tmp_path, loader, error):

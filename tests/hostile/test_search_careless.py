@@ -16,10 +16,10 @@ from evaluators.data import DataConfig
 from evaluators.latency import LatencyConfig
 from evaluators.training import TrainConfig
 from search.candidate import CandidateObjective
-from search.commands.search import warn_unreachable_target
 from search.components import SearchSettings, build_components, extreme_spec, latency_range
 from search.dry_run import MaddsLatency, SurrogateResult, dry_components
 from search.objectives import Objective, ObjectiveConfig
+from search.pipeline import warn_unreachable_target
 from search_spaces.blockstring import from_string
 from search_spaces.space import sample_specs
 

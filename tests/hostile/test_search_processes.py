@@ -24,7 +24,8 @@ from search.cli import composition_error
 from search.dry_run import dry_components
 from search.results import candidates, winner
 from search.runner import SearchReport, run_search, write_results
-from search.study import StudyConfig, StudyConfigError, fail_stale_trials, in_flight, open_storage, open_study
+from search.study import StudyConfig, fail_stale_trials, in_flight, open_storage, open_study
+from search_spaces.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning"),  # ask/tell on SQLite
@@ -159,7 +160,7 @@ def test_files_and_report_come_from_the_final_study(tmp_path):
 
 
 def test_storage_password_never_shows_in_errors(tmp_path):
-    with pytest.raises(StudyConfigError) as err:
+    with pytest.raises(ConfigError) as err:
         open_storage(PG_URL)
     assert SECRET not in str(err.value) and "nas:***@127.0.0.1:1/nas" in str(err.value)
     for bad in (f"study.storage={PG_URL}?options=[x", f"study.storage={PG_URL}"):  # brackets; "," unquoted

@@ -7,7 +7,8 @@ from search.cli import COMMANDS, main
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "search", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "search", *args], capture_output=True, text=True,
+                          timeout=120)
 
 
 def test_show_prints_paper_table_and_exact_costs(capsys):
@@ -62,13 +63,15 @@ def test_config_composition_errors_are_one_line_naming_what_is_allowed():
 
     assert composition_error("show", ["arch=mobilenet_v3_small"]) is None
     assert composition_error("show", ["foo=1"]) == (
-        "foo: unknown key for mobilenas show; allowed: limits, arch, width_mult, num_classes, resolution, format"
+        "foo: unknown key for mobilenas show; allowed: limits, arch, width_mult, num_classes, resolution, "
+        "format"
     )
     assert composition_error("search", ["latency.speed=1"]).startswith(
         "latency.speed: unknown key for mobilenas search; allowed: device, threads,"
     )
     assert composition_error("search", ["data=imagenet"]) == (
-        "data=imagenet: no such option; allowed: cifar10, cifar100, fashion_mnist, folder, kmnist, mnist, synthetic"
+        "data=imagenet: no such option; allowed: cifar10, cifar100, fashion_mnist, folder, kmnist, mnist, "
+        "synthetic"
     )
     assert composition_error("show", ["data=cifar10"]) == (
         "data: mobilenas show has no such config group (see mobilenas show --help)"
@@ -84,7 +87,8 @@ def test_bad_values_are_refused_before_any_heavy_work(tmp_path, capsys):
 
     cases = [
         (["search", "study.workers=0"], "error: study.workers must be >= 1, got 0"),
-        (["search", "study.sampler=grid"], "error: study.sampler: 'grid' is not one of tpe, random, nsga2, auto"),
+        (["search", "study.sampler=grid"],
+         "error: study.sampler: 'grid' is not one of tpe, random, nsga2, auto"),
         (["lut", "latency.fit_rounds=0"], "error: latency.fit_rounds: must be an integer >= 1, got 0"),
         (["measure", "latency.mode=guess"], "error: latency.mode: must be one of lut, measure, got 'guess'"),
         (["train", "threads=-2"], "error: train.threads: must be >= 0 (0: torch's default), got -2"),

@@ -12,19 +12,12 @@ import torch
 
 from evaluators.cost import count_cost
 from search import export_formats
-from search.export import (
-    ExportCheckError,
-    ExportError,
-    ExportOptions,
-    export_model,
-    export_run,
-    load_exported,
-    materialize,
-)
+from search.export import ExportOptions, export_model, export_run, load_exported, materialize
 from search_spaces.blockstring import from_string
 from search_spaces.builder import build_model
+from search_spaces.errors import ExportError, RunFailure
+from search_spaces.printout import format_layers
 from search_spaces.serialize import load_spec_file
-from search_spaces.table import layer_table
 
 # Stem, a block without expansion conv (exp == in) with SE and residual, a stride-2 block, an SE block.
 TINY = "in_r32_c3 stem_k3_c8_s2_hs ir_k3_e8_c8_s1_se_re ir_k5_e32_c16_s2_hs ir_k3_e48_c16_s1_se_hs " \
@@ -110,7 +103,7 @@ def test_spec_files_round_trip(spec, exported, name):
 
 def test_model_card_has_table_costs_latency_accuracy_provenance(spec, exported):
     card = exported[1].path("MODEL_CARD.md").read_text()
-    for row in layer_table(spec, markdown=True).splitlines():
+    for row in format_layers(spec, markdown=True).splitlines():
         assert row in card
     assert f"params: {count_cost(spec).params:,}" in card
     assert "1.250 ms" in card and "device: test-cpu; threads: 1" in card
@@ -182,8 +175,8 @@ def test_existing_directory_needs_overwrite(spec, tmp_path):
 def test_failed_check_raises_and_leaves_nothing(spec, tmp_path, monkeypatch):
     real = export_formats._run_onnx
     monkeypatch.setattr(export_formats, "_run_onnx", lambda path, x: real(path, x) + 1e-2)
-    with pytest.raises(ExportCheckError, match=r"model.onnx \(onnxruntime\): outputs differ from PyTorch by "
-                                               r"0.01, more than the tolerance .* \(= atol 0 \+ rtol 0.0001"):
+    with pytest.raises(RunFailure, match=r"model.onnx \(onnxruntime\): outputs differ from PyTorch by "
+                                         r"0.01, more than the tolerance .* \(= atol 0 \+ rtol 0.0001"):
         export_model(spec, None, tmp_path / "bad", torchscript=False)
     assert list(tmp_path.iterdir()) == []
 

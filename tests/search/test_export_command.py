@@ -11,10 +11,11 @@ import torch
 from safetensors.torch import save_file
 
 from search.cli import main
-from search.export import ExportError, export_model, load_exported
+from search.export import export_model, load_exported
 from search.export_sources import read_run
 from search_spaces.blockstring import from_string
 from search_spaces.builder import build_model
+from search_spaces.errors import ExportError
 from search_spaces.serialize import save_spec, to_dict
 
 TINY = "in_r32_c3 stem_k3_c8_s2_hs ir_k3_e8_c8_s1_se_re ir_k5_e32_c16_s2_hs ir_k3_e48_c16_s1_se_hs " \

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from search.netadapt import InheritError, bottleneck_groups, inherit_weights, kept_channels, propose
+from search.netadapt import bottleneck_groups, inherit_weights, kept_channels, propose
 from search.netadapt.proposals import STEP, shrink_exp, shrink_group, structure
 from search_spaces.blockstring import from_string
 from search_spaces.builder import build_model
+from search_spaces.errors import SpecError
 from search_spaces.reference import reference_spec
 from search_spaces.spec import ArchSpec, BlockSpec, StemSpec, make_divisible
 
@@ -190,10 +191,10 @@ def test_inheritance_refuses_children_that_are_not_truncations():
     blocks = list(spec.blocks)
     blocks[1] = blocks[1].replace(exp=blocks[1].exp + 8)
     wider = spec.with_blocks(blocks)
-    with pytest.raises(InheritError, match="child width 48 exceeds the parent's 40"):
+    with pytest.raises(SpecError, match="child width 48 exceeds the parent's 40"):
         inherit_weights(parent, wider)
     other_kernel = spec.with_blocks([spec.blocks[0].replace(kernel=5), *spec.blocks[1:]])
-    with pytest.raises(InheritError, match="channel widths only"):
+    with pytest.raises(SpecError, match="channel widths only"):
         inherit_weights(parent, other_kernel)
 
 

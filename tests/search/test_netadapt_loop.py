@@ -8,9 +8,9 @@ import math
 import pytest
 import torch
 
-from search.netadapt import CheckpointError, NetAdaptError, netadapt
+from search.netadapt import netadapt
 from search_spaces.builder import build_model
-from search_spaces.errors import RunFailure
+from search_spaces.errors import ConfigError, DataError, RunFailure
 from search_spaces.reference import reference_spec
 from search_spaces.spec import ArchSpec
 
@@ -133,13 +133,13 @@ def test_interrupted_refinement_resumes_to_the_same_result(tmp_path):
 
 def test_resume_refuses_other_settings_and_bad_arguments(tmp_path):
     refine(tmp_path, max_iterations=1)
-    with pytest.raises(CheckpointError, match="holds a refinement with other settings"):
+    with pytest.raises(DataError, match="holds a refinement with other settings"):
         refine(tmp_path, metric="accuracy")
-    with pytest.raises(NetAdaptError, match="metric must be one of acc_per_latency, accuracy"):
+    with pytest.raises(ConfigError, match="metric must be one of acc_per_latency, accuracy"):
         refine(metric="top5")
-    with pytest.raises(NetAdaptError, match="target_ms must be > 0"):
+    with pytest.raises(ConfigError, match="target_ms must be > 0"):
         refine(target_ms=0, target_ratio=None)
-    with pytest.raises(NetAdaptError, match="give exactly one of target_ms and target_ratio"):
+    with pytest.raises(ConfigError, match="give exactly one of target_ms and target_ratio"):
         refine(target_ms=1.0)
 
 

@@ -3,7 +3,8 @@ from __future__ import annotations
 import pytest
 from optuna.study import StudyDirection
 
-from search.objectives import Objective, ObjectiveConfig, ObjectiveError
+from search.objectives import Objective, ObjectiveConfig
+from search_spaces.errors import ConfigError
 
 
 def test_soft_reward_is_mnasnet_formula():
@@ -35,7 +36,8 @@ def test_pareto_has_two_directions():
 
 def test_target_from_ratio_or_absolute():
     assert Objective.from_config(ObjectiveConfig(target_ratio=0.5), seed_latency_ms=8.0).target_ms == 4.0
-    assert Objective.from_config(ObjectiveConfig(target_ms=3.0, target_ratio=0.5), seed_latency_ms=8.0).target_ms == 3.0
+    absolute = ObjectiveConfig(target_ms=3.0, target_ratio=0.5)
+    assert Objective.from_config(absolute, seed_latency_ms=8.0).target_ms == 3.0
 
 
 @pytest.mark.parametrize(
@@ -47,5 +49,5 @@ def test_target_from_ratio_or_absolute():
     ],
 )
 def test_bad_objectives_are_refused(kwargs, message):
-    with pytest.raises(ObjectiveError, match=message):
+    with pytest.raises(ConfigError, match=message):
         Objective(**kwargs)

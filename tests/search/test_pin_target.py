@@ -31,7 +31,8 @@ def test_target_and_measured_latency_unit_are_kept_in_the_study(tmp_path):
     assert study.user_attrs["latency_reference_ms"] == unit and study.user_attrs["target_ms"] == 1.0
 
     # a worker or a resumed run with another calibration takes the study's unit and target
-    later = components(latency_evaluator(LatencyConfig(mode="measure", warmup=1, runs=3, reference_ms=9.9), 32))
+    recalibrated = LatencyConfig(mode="measure", warmup=1, runs=3, reference_ms=9.9)
+    later = components(latency_evaluator(recalibrated, 32))
     later.objective = Objective.from_config(ObjectiveConfig(mode="hard", target_ms=2.0), seed_latency_ms=0.0)
     resumed = pin_target(later, settings, study_cfg, url)
     assert later.latency.reference_ms == unit and resumed.latency.reference_ms == unit

@@ -28,8 +28,8 @@ def test_reference_figures_are_the_exact_counts_with_a_stated_latency():
 
 def test_reproduce_command_figures(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "search", "reproduce", "experiment=v3_large", "latency.runs=3", "latency.warmup=1",
-         f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=300)
+        [sys.executable, "-m", "search", "reproduce", "experiment=v3_large", "latency.runs=3",
+         "latency.warmup=1", f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "mobilenet_v3_large  5,483,032  yes" in result.stdout
     rows = json.loads((tmp_path / "figures.json").read_text())
@@ -37,39 +37,47 @@ def test_reproduce_command_figures(tmp_path):
 
 
 def test_reproduce_rejects_unknown_action(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "search", "reproduce", "action=dance", f"hydra.run.dir={tmp_path}"],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-m", "search", "reproduce", "action=dance",
+                             f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert "action: 'dance' is not one of figures, search, train" in result.stderr
 
 
 def test_reproduce_search_trains_its_proxies_with_the_search_trainer(tmp_path, monkeypatch):
+    from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    import search.commands.search as search_command
+    import search.pipeline as pipeline
+    from evaluators.training import TrainConfig
+    from search.cli import CONF_DIR
     from search.commands.reproduce import _search, trainer_preset
+    from search.config import typed
 
     seen = {}
 
     class Stop(Exception):
         pass
 
-    def fake_run(cfg):
-        seen["trainer"] = OmegaConf.to_container(cfg.trainer)
+    def fake_run(job, run_dir):
+        seen["job"], seen["run_dir"] = job, run_dir
         raise Stop
 
-    monkeypatch.setattr(search_command, "run", fake_run)
-    v3_recipe = trainer_preset("v3_recipe", "trainer")
-    cfg = OmegaConf.create({"trainer": v3_recipe, "search_trainer": "fast"})
+    monkeypatch.setattr(pipeline, "run_pipeline", fake_run)
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        cfg = compose(config_name="reproduce", overrides=["action=search", "search_trainer=fast"])
+    given = OmegaConf.to_container(cfg)
     with pytest.raises(Stop):
         _search(cfg, tmp_path, "mobilenet_v3_small")
-    assert seen["trainer"] == OmegaConf.to_container(trainer_preset("fast", "search_trainer"))
-    assert seen["trainer"]["ema_decay"] != v3_recipe.ema_decay
+    fast = typed(trainer_preset("fast", "search_trainer"), TrainConfig, "search_trainer")
+    assert seen["job"].settings.trainer == fast and seen["run_dir"] == tmp_path
+    assert fast.ema_decay != cfg.trainer.ema_decay  # the V3 recipe stays the config's trainer
+    assert OmegaConf.to_container(cfg) == given  # the search is given its trainer, the config is not changed
 
 
 def test_unknown_trainer_preset_names_the_key_and_the_presets():
     from search.commands.reproduce import trainer_preset
-    from search.config import ConfigError
+    from search_spaces.errors import ConfigError
 
-    with pytest.raises(ConfigError, match=r"search_trainer: 'turbo' is not a trainer preset; choose one of .*fast.*v3_recipe"):
+    message = r"search_trainer: 'turbo' is not a trainer preset; choose one of .*fast.*v3_recipe"
+    with pytest.raises(ConfigError, match=message):
         trainer_preset("turbo", "search_trainer")

@@ -15,8 +15,8 @@ TINY = [
     "proxy.val_subset=100", "trainer.batch_size=32", "space.depth_deltas=[0]", "space.widths=[0.75,1.0]",
     "space.expansions=[0.5,1.0]", "latency.runs=3", "latency.warmup=1", "latency.fit_rounds=1",
     "study.n_trials=3", "study.workers=1", "study.n_startup_trials=2", "results.reference_points=false",
-    "netadapt.pretrain_steps=4", "netadapt.short_steps=1", "netadapt.final_steps=2", "netadapt.delta_ratio=0.05",
-    "netadapt.target_ratio=0.9",
+    "netadapt.pretrain_steps=4", "netadapt.short_steps=1", "netadapt.final_steps=2",
+    "netadapt.delta_ratio=0.05", "netadapt.target_ratio=0.9",
 ]
 
 
@@ -38,7 +38,8 @@ def test_main_job_searches_refines_exports_and_resumes(tmp_path):
     if any(c["feasible"] for c in summary["top"]):
         assert summary["winner"]["latency_ms"] <= target  # the winner meets the target
     refined = json.loads((run / "refine" / "summary.json").read_text())
-    assert refined["latency_ms"] <= 0.9 * summary["winner"]["latency_ms"] + 1e-9 or refined["status"] != "target_met"
+    assert (refined["latency_ms"] <= 0.9 * summary["winner"]["latency_ms"] + 1e-9
+            or refined["status"] != "target_met")
     export = run / "export"
     assert (export / "MODEL_CARD.md").exists() and (export / "weights.safetensors").exists()
     onnxruntime.InferenceSession(str(export / "model.onnx"), providers=["CPUExecutionProvider"])

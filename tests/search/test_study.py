@@ -16,7 +16,8 @@ from optuna.trial import TrialState
 
 from search.dry_run import dry_components
 from search.runner import run_search, write_results
-from search.study import StudyConfig, StudyConfigError, open_storage
+from search.study import StudyConfig, open_storage
+from search_spaces.errors import ConfigError
 
 WORKER_SCRIPT = """
 import sys
@@ -26,14 +27,16 @@ from search.dry_run import dry_components
 from search.runner import run_search
 from search.study import StudyConfig
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-url, name, n, workers, sleep = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
-run_search(partial(dry_components, sleep_s=sleep), StudyConfig(name=name, n_trials=n, workers=workers, pruner="none"),
-           url, progress=False)
+url, name = sys.argv[1], sys.argv[2]
+n, workers, sleep = int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
+run_search(partial(dry_components, sleep_s=sleep),
+           StudyConfig(name=name, n_trials=n, workers=workers, pruner="none"), url, progress=False)
 """
 
 
 def launch(url: str, name: str, n: int, workers: int = 1, sleep: float = 0.0) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", WORKER_SCRIPT, url, name, str(n), str(workers), str(sleep)],
+    args = [url, name, str(n), str(workers), str(sleep)]
+    return subprocess.Popen([sys.executable, "-c", WORKER_SCRIPT, *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -65,7 +68,8 @@ def test_results_are_recorded_on_trials_and_seed_comes_first(tmp_path):
     assert first.user_attrs["seed_architecture"] is True
     for trial in finished(study):
         attrs = trial.user_attrs
-        assert {"spec", "params", "madds", "latency_ms", "latency_protocol", "accuracy", "reward"} <= set(attrs)
+        expected = {"spec", "params", "madds", "latency_ms", "latency_protocol", "accuracy", "reward"}
+        assert expected <= set(attrs)
         assert attrs["latency_protocol"]["device"] == "analytic"
     report = write_results(study, components, tmp_path, with_references=False)
     assert (tmp_path / "winner.json").exists() and (tmp_path / "accuracy_vs_latency.png").exists()
@@ -102,7 +106,7 @@ def test_resume_after_sigkill_loses_no_completed_trial(tmp_path):
     assert rerun.wait(timeout=120) == 0, rerun.stderr.read()
     study = load(url, "killed")
     after = {t.number: (t.number, t.values, t.params) for t in finished(study)}
-    assert all(after[number] == record for number, *_ in before for record in [dict((r[0], r) for r in before)[number]])
+    assert all(after[record[0]] == record for record in before)
     assert len(after) == 12
     # the trial in flight at the kill is the only one not finished
     assert len(study.trials) - len(after) <= 1
@@ -110,8 +114,8 @@ def test_resume_after_sigkill_loses_no_completed_trial(tmp_path):
 
 def test_failed_trials_are_recorded_and_the_search_goes_on(tmp_path):
     url = f"sqlite:///{tmp_path}/study.db"
-    study = run_search(partial(dry_components, fail_every=3), StudyConfig(name="fails", n_trials=10, pruner="none"),
-                       url, progress=False)
+    study = run_search(partial(dry_components, fail_every=3),
+                       StudyConfig(name="fails", n_trials=10, pruner="none"), url, progress=False)
     states = [t.state for t in study.trials]
     assert TrialState.FAIL in states
     assert len(finished(study)) == 10
@@ -121,7 +125,8 @@ def test_failed_trials_are_recorded_and_the_search_goes_on(tmp_path):
 
 def test_same_seed_gives_the_same_sequence_of_specs(tmp_path):
     def specs(run: str, seed: int) -> list[str]:
-        study = run_search(partial(dry_components), StudyConfig(name=run, n_trials=8, seed=seed, pruner="none"),
+        study = run_search(partial(dry_components),
+                           StudyConfig(name=run, n_trials=8, seed=seed, pruner="none"),
                            f"sqlite:///{tmp_path}/{run}.db", progress=False)
         return [t.user_attrs["spec"] for t in study.trials]
 
@@ -131,7 +136,8 @@ def test_same_seed_gives_the_same_sequence_of_specs(tmp_path):
 
 def test_hard_mode_uses_constraints_and_picks_a_feasible_winner(tmp_path):
     factory = partial(dry_components, mode="hard", target_ratio=0.9)
-    study = run_search(factory, StudyConfig(name="hard", n_trials=12), f"sqlite:///{tmp_path}/s.db", progress=False)
+    study = run_search(factory, StudyConfig(name="hard", n_trials=12), f"sqlite:///{tmp_path}/s.db",
+                       progress=False)
     for trial in finished(study):
         if trial.state == TrialState.COMPLETE:
             margin = trial.user_attrs["latency_ms"] - factory().objective.target_ms
@@ -145,10 +151,12 @@ def test_hard_mode_uses_constraints_and_picks_a_feasible_winner(tmp_path):
 
 def test_pareto_mode_returns_a_front(tmp_path):
     factory = partial(dry_components, mode="pareto")
-    study = run_search(factory, StudyConfig(name="mo", n_trials=8), f"sqlite:///{tmp_path}/s.db", progress=False)
+    study = run_search(factory, StudyConfig(name="mo", n_trials=8), f"sqlite:///{tmp_path}/s.db",
+                       progress=False)
     report = write_results(study, factory(), tmp_path, with_references=False)
     front = report.front
-    assert front and all(a.latency_ms <= b.latency_ms and a.accuracy < b.accuracy for a, b in zip(front, front[1:]))
+    assert front
+    assert all(a.latency_ms <= b.latency_ms and a.accuracy < b.accuracy for a, b in zip(front, front[1:]))
     for c in report.found:  # nothing off the front dominates a front member
         assert not any(c.accuracy > f.accuracy and c.latency_ms < f.latency_ms for f in front)
 
@@ -179,9 +187,10 @@ def test_two_workers_on_postgresql():
 
 
 def test_bad_storage_and_settings_are_refused(tmp_path):
-    with pytest.raises(StudyConfigError, match=r"study.storage: cannot open 'nosuchdb://x'"):
+    with pytest.raises(ConfigError, match=r"study.storage: cannot open 'nosuchdb://x'"):
         open_storage("nosuchdb://x")
-    with pytest.raises(StudyConfigError, match=r"study.n_trials must be >= 1, got 0"):
+    with pytest.raises(ConfigError, match=r"study.n_trials must be >= 1, got 0"):
         run_search(partial(dry_components), StudyConfig(n_trials=0), f"sqlite:///{tmp_path}/s.db")
-    with pytest.raises(StudyConfigError, match=r"study.sampler: 'cma' is not one of tpe, random, nsga2, auto"):
+    with pytest.raises(ConfigError,
+                       match=r"study.sampler: 'cma' is not one of tpe, random, nsga2, auto"):
         run_search(partial(dry_components), StudyConfig(sampler="cma"), f"sqlite:///{tmp_path}/s.db")

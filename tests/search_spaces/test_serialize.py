@@ -81,7 +81,8 @@ def test_malformed_files_are_refused_naming_file_and_field(tmp_path):
     data["blocks"][3]["kernel"] = 4
     wrong_kernel = tmp_path / "kernel.yaml"
     wrong_kernel.write_text(__import__("yaml").safe_dump(data))
-    with pytest.raises(SpecError, match=r"kernel.yaml: blocks\[3\]: kernel must be one of \{3, 5, 7\}, got 4"):
+    with pytest.raises(SpecError,
+                       match=r"kernel.yaml: blocks\[3\]: kernel must be one of \{3, 5, 7\}, got 4"):
         serialize.load_spec_file(wrong_kernel)
 
     data = serialize.to_dict(reference_spec("mobilenet_v3_small"))

@@ -67,3 +67,11 @@ def test_layers_track_resolution_and_channels():
     assert (layers[1].resolution, layers[1].in_channels) == (112, 16)
     assert (layers[-1].resolution, layers[-1].in_channels) == (7, 160)
     assert len({layer.key for layer in layers}) == len(set(layers))  # keys identify layers
+
+
+def test_layer_tokens_are_the_tokens_of_the_spec_string_and_key_its_last_field():
+    spec = reference_spec("mobilenet_v3_small", width_mult=0.75).replace(num_classes=10)
+    layers = list(spec.layers())
+    assert str(spec).split()[1:] == [layer.token for layer in layers]  # after the 'in_...' token
+    assert layers[-1].token.endswith("_d0.2_n10") and layers[2].token == "ir_k3_e56_c24_s2_re"
+    assert layers[2].key == f"block:r{layers[2].resolution}:c{layers[2].in_channels}:{layers[2].token}"

@@ -1,4 +1,8 @@
-"""A spec as a layer table in the MobileNetV3 paper's layout (Tables 1 and 2)."""
+"""Text printouts: a spec's layers in the MobileNetV3 paper's layout (Tables 1 and 2), and rows
+aligned in columns (plain text or Markdown) for any report.
+
+("Table" in this project's code means a latency lookup table, :mod:`evaluators.latency.table`.)
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ from collections.abc import Sequence
 
 from search_spaces.spec import ArchSpec, BlockSpec, HeadSpec, StemSpec
 
-COLUMNS = ("Input", "Operator", "exp size", "#out", "SE", "NL", "s")
+LAYER_COLUMNS = ("Input", "Operator", "exp size", "#out", "SE", "NL", "s")
 
 
 def layer_rows(spec: ArchSpec) -> list[tuple[str, ...]]:
@@ -16,7 +20,8 @@ def layer_rows(spec: ArchSpec) -> list[tuple[str, ...]]:
         shape = f"{layer.resolution}^2 x {layer.in_channels}"
         op = layer.op
         if isinstance(op, StemSpec):
-            rows.append((shape, f"conv2d {op.kernel}x{op.kernel}", "-", str(op.channels), "-", op.act, str(op.stride)))
+            rows.append((shape, f"conv2d {op.kernel}x{op.kernel}", "-", str(op.channels), "-", op.act,
+                         str(op.stride)))
         elif isinstance(op, BlockSpec):
             rows.append((shape, f"bneck {op.kernel}x{op.kernel}", str(op.exp), str(op.out),
                          "yes" if op.se else "-", op.act, str(op.stride)))
@@ -29,7 +34,7 @@ def layer_rows(spec: ArchSpec) -> list[tuple[str, ...]]:
     return rows
 
 
-def format_table(header: Sequence[str], rows: Sequence[Sequence[str]], *, markdown: bool = False) -> str:
+def format_columns(header: Sequence[str], rows: Sequence[Sequence[str]], *, markdown: bool = False) -> str:
     """Align ``rows`` under ``header`` as plain text or a Markdown table."""
     widths = [max(len(str(c)) for c in column) for column in zip(header, *rows)]
     if markdown:
@@ -43,5 +48,6 @@ def format_table(header: Sequence[str], rows: Sequence[Sequence[str]], *, markdo
     return "\n".join(lines)
 
 
-def layer_table(spec: ArchSpec, *, markdown: bool = False) -> str:
-    return format_table(COLUMNS, layer_rows(spec), markdown=markdown)
+def format_layers(spec: ArchSpec, *, markdown: bool = False) -> str:
+    """The layers of ``spec`` under :data:`LAYER_COLUMNS`, as plain text or Markdown."""
+    return format_columns(LAYER_COLUMNS, layer_rows(spec), markdown=markdown)
