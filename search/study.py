@@ -83,12 +83,19 @@ def open_storage(url: str) -> BaseStorage:
             raise ConfigError(mask_secrets(
                 f"study.storage: a driver for {url.split(':', 1)[0]!r} is missing ({err})")) from None
         except Exception as err:  # sqlalchemy's errors: bad URL, unreachable server, schema race
-            if "already exists" in str(err) or "duplicate key" in str(err):
+            if _schema_race(err):
                 time.sleep(0.5 * (attempt + 1))  # another worker is creating the tables right now
                 continue
             raise ConfigError(mask_secrets(
                 f"study.storage: cannot open {url!r}: {str(err).splitlines()[0]}")) from None
     raise ConfigError(mask_secrets(f"study.storage: {url!r}: the tables could not be created"))
+
+
+def _schema_race(err: Exception) -> bool:
+    """Whether ``err`` says another process created the same tables or schema version first
+    (SQLite: "already exists" / "UNIQUE constraint failed"; PostgreSQL: "duplicate key")."""
+    text = str(err)
+    return any(sign in text for sign in ("already exists", "duplicate key", "UNIQUE constraint failed"))
 
 
 def make_sampler(cfg: StudyConfig, objective: Objective, *, seed: int) -> optuna.samplers.BaseSampler:

@@ -20,6 +20,7 @@ import pytest
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
+from search import study as study_module
 from search.cli import composition_error
 from search.dry_run import dry_components
 from search.results import candidates, winner
@@ -195,3 +196,21 @@ def test_storage_password_is_masked_in_hydra_saved_configs(tmp_path):
 ])
 def test_unbalanced_brackets_are_named(override, expected):
     assert composition_error("search", [override]) == expected
+
+
+def test_a_schema_race_with_another_process_is_retried(tmp_path, monkeypatch):
+    """Two processes creating one SQLite study: the loser sees SQLite's "UNIQUE constraint failed"
+    on Alembic's version row, and must retry rather than give up."""
+    real, calls = study_module.RDBStorage, []
+
+    def racing(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 1:
+            raise RuntimeError("(sqlite3.IntegrityError) UNIQUE constraint failed: "
+                               "alembic_version.version_num")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(study_module, "RDBStorage", racing)
+    monkeypatch.setattr(study_module.time, "sleep", lambda seconds: None)
+    assert isinstance(study_module.open_storage(f"sqlite:///{tmp_path}/s.db"), real)
+    assert len(calls) == 2
