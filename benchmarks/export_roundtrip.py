@@ -60,7 +60,7 @@ def main() -> None:
             load_exported(result.out_dir)
             load_seconds = time.perf_counter() - start
             size = {f: result.path(f).stat().st_size / 2**20 for f in result.files}
-            checks = result.checks
+            checks = result.checks.to_json()
             rows.append((name, f"{result.cost.params:,}", f"{scale:.2f}", f"{seconds:.1f}",
                          f"{load_seconds:.2f}", f"{size['weights.safetensors']:.1f}",
                          f"{size['model.torchscript.pt']:.1f}", f"{size['model.onnx']:.1f}",

@@ -92,10 +92,10 @@ def part_refine(kind: str, tables_dir: str, steps: int, train_size: int) -> None
                              ("refined", result.latency_ms, result.accuracy, cost)):
         print(f"{name:<8} {ms:>9.3f} {acc:>9.4f} {c.madds_m:>8.2f} {c.params:>9,}")
     print(f"status {result.status} after {result.iterations} iterations, "
-          f"{sum(len(r['candidates']) for r in result.history)} candidates fine-tuned, {seconds:.0f} s")
+          f"{sum(len(r.candidates) for r in result.history)} candidates fine-tuned, {seconds:.0f} s")
     for record in result.history[1:]:
-        print(f"  {record['iteration']:>2} {record['chosen']:<32} {record['latency_ms']:>8.3f} ms "
-              f"acc {record['accuracy']:.4f}")
+        print(f"  {record.iteration:>2} {record.chosen:<32} {record.latency_ms:>8.3f} ms "
+              f"acc {record.accuracy:.4f}")
 
 
 def main() -> None:

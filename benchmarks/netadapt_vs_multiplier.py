@@ -41,18 +41,14 @@ import tempfile
 import time
 from collections.abc import Callable
 
-import hydra
 import torch
-from hydra import initialize_config_dir
 
 from evaluators.cost import count_cost
-from evaluators.data import DataConfig, load_dataset
-from evaluators.latency import LatencyConfig, latency_evaluator, measure_many
-from evaluators.training import TrainConfig, fit
-from search.cli import CONF_DIR
-from search.config import typed
-from search.netadapt import NetAdaptConfig
+from evaluators.data import load_dataset
+from evaluators.latency import latency_evaluator, measure_many
+from evaluators.training import fit
 from search.netadapt.refine import refine, top1
+from search.schema import compose_options
 from search_spaces.builder import build_model
 from search_spaces.printout import format_columns
 from search_spaces.reference import REFERENCES, reference_spec
@@ -96,14 +92,12 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING)
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-        cfg = hydra.compose(config_name="refine", overrides=DEFAULTS + args.overrides)
+    cfg = compose_options("refine", DEFAULTS + args.overrides)  # a RefineConfig, validated
     if cfg.arch not in REFERENCES:
         parser.error(f"arch must be a reference ({', '.join(REFERENCES)}), got {cfg.arch!r}")
-    netadapt_cfg = typed(cfg.netadapt, NetAdaptConfig, "netadapt")
-    trainer = typed(cfg.trainer, TrainConfig, "trainer")
-    data = load_dataset(typed(cfg.data, DataConfig, "data"))
-    latency = latency_evaluator(typed(cfg.latency, LatencyConfig, "latency"), data.resolution)
+    netadapt_cfg, trainer = cfg.netadapt, cfg.trainer
+    data = load_dataset(cfg.data)
+    latency = latency_evaluator(cfg.latency, data.resolution)
 
     def make(m: float) -> ArchSpec:
         return reference_spec(cfg.arch, width_mult=m, num_classes=data.num_classes,
@@ -123,7 +117,7 @@ def main() -> None:
         result = refine(seed, config=netadapt_cfg, latency_ms=latency, data=data, trainer=trainer,
                         run_dir=run_dir, progress=False)
     netadapt_s = time.perf_counter() - started
-    proposals = sum(len(record["candidates"]) for record in result.history[1:])
+    proposals = sum(len(record.candidates) for record in result.history[1:])
     pretrain, short, final = netadapt_cfg.pretrain_steps, netadapt_cfg.short_steps, netadapt_cfg.final_steps
     steps = {"lineage": pretrain + result.iterations * short + final,
              "compute": pretrain + proposals * short + final}

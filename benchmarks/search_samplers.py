@@ -47,18 +47,16 @@ from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
-import hydra
 import numpy as np
 import optuna
 import torch
-from hydra import initialize_config_dir
 from optuna._hypervolume import compute_hypervolume
 
-from search.cli import CONF_DIR
 from search.components import SearchSettings, build_components, pin_target
 from search.pipeline import settings_from
 from search.results import Candidate, candidates, winner
 from search.runner import Components, run_search
+from search.schema import compose_options
 from search.study import StudyConfig
 from search_spaces.printout import format_columns
 
@@ -140,9 +138,7 @@ def main() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # TPE's group=True
 
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-        cfg = hydra.compose(config_name="search", overrides=DEFAULTS + args.overrides)
-    settings, study_cfg, _, _ = settings_from(cfg)
+    settings, study_cfg, _, _ = settings_from(compose_options("search", DEFAULTS + args.overrides))
     components = build_components(settings)  # data loaded and target resolved once, shared by all runs
     space, objective, proxy = components.space, components.objective, settings.proxy
     seed_ms = components.latency(space.seed)

@@ -7,37 +7,20 @@ import logging
 import math
 import os
 import time
-from dataclasses import asdict, is_dataclass
-from typing import Any, Protocol
+from dataclasses import asdict
 
 import optuna
 from optuna.trial import TrialState
 
-from evaluators.accuracy.base import AccuracyEvaluator, Report
+from evaluators.accuracy.base import Report
 from evaluators.cost import count_cost
+from evaluators.protocols import AccuracyEvaluator, LatencyEvaluator
 from evaluators.training import COMPLETED
 from search.objectives import CONSTRAINT_ATTR, Objective
 from search_spaces.errors import TrainingDiverged
 from search_spaces.space import SearchSpace
-from search_spaces.spec import ArchSpec
 
 log = logging.getLogger(__name__)
-
-
-class LatencyEvaluator(Protocol):
-    """Spec in, milliseconds out, under a stated protocol."""
-
-    protocol: Any
-
-    def __call__(self, spec: ArchSpec) -> float: ...
-
-
-def protocol_dict(protocol: Any) -> dict[str, Any]:
-    if is_dataclass(protocol):
-        return asdict(protocol)
-    if hasattr(protocol, "to_dict"):
-        return protocol.to_dict()
-    return dict(protocol) if isinstance(protocol, dict) else {"protocol": str(protocol)}
 
 
 class CandidateObjective:
@@ -54,7 +37,7 @@ class CandidateObjective:
         self.objective = objective
         self.accuracy = accuracy
         self.latency = latency
-        self.protocol = protocol_dict(latency.protocol)
+        self.protocol = asdict(latency.protocol)
         self._known: dict[str, tuple[int, TrialState, float | None]] = {}
         self._scanned: set[int] = set()
 

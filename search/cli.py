@@ -1,24 +1,31 @@
 """``mobilenas <command> [key=value ...]``: one Hydra app per command, one config per command.
 
-Each command is a module ``search.commands.<name>`` with a ``run(cfg)`` function and a primary
-config ``conf/<name>.yaml`` that composes the shared groups (space, data, latency, ...).
-Bad input ends with a one-line ``error:`` message and exit status 2, a run that fails (diverged
-training, a failed export check) with a one-line ``failed:`` message and exit status 1; never a
-traceback.
+Each command is a module ``search.commands.<name>`` with a ``run(options)`` function, its config
+dataclass ``CONFIG`` (registered as ``<name>_schema``, see :mod:`search.schema`) and a primary config
+``conf/<name>.yaml`` that composes the shared groups (space, data, latency, ...) onto it.
+Bad input ends with a one-line ``error:`` message and exit status 2 (an unknown key, option or command,
+a value of the wrong type, a failed check), a run that fails (diverged training, a failed export check)
+with a one-line ``failed:`` message and exit status 1; a bug with its traceback.
 """
 
 from __future__ import annotations
 
 import importlib
-import re
+import os
 import sys
-from collections.abc import Callable, Sequence
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+from hydra.errors import HydraException
 from omegaconf import DictConfig, open_dict
+from omegaconf.errors import OmegaConfBaseException
 
-from search.config import typed
+from search.config import composition_message
 from search.package_data import conf_dir
+from search.schema import from_record, register, to_options
 from search_spaces.errors import MobilenasError, RunFailure, outcome
 from search_spaces.limits import SpecLimits, set_limits
 from search_spaces.serialize import atomic_write_text
@@ -35,6 +42,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "refine": ("search.commands.refine", "NetAdapt refinement of an architecture to a latency target"),
     "export": ("search.commands.export", "export an architecture or trained run for deployment"),
     "reproduce": ("search.commands.reproduce", "reproduce MobileNetV3-Large/Small figures and search"),
+    "supernet": ("search.commands.supernet", "train a weight-sharing supernet or score its sub-networks"),
 }
 
 
@@ -64,16 +72,28 @@ def mask_saved_configs() -> None:
             atomic_write_text(path, masked)
 
 
-def _guarded(run: Callable[[DictConfig], None]) -> Callable[[DictConfig], None]:
+def _apply(name: str, run: Callable[[Any], None], schema: type | None, cfg: DictConfig) -> None:
+    """``run`` on the typed config (validated), with its spec limits active."""
+    if schema is None:  # a command without a CONFIG dataclass gets the DictConfig
+        set_limits(from_record(cfg.get("limits"), SpecLimits, "limits"))
+        with open_dict(cfg):
+            cfg.pop("limits", None)
+        run(cfg)
+        return
+    options = to_options(cfg, name)
+    set_limits(options.limits)
+    run(options)
+
+
+def _guarded(name: str, run: Callable[[Any], None], schema: type | None,
+             started: list[bool]) -> Callable[[DictConfig], None]:
     def task(cfg: DictConfig) -> None:
         from search.study import mask_secrets
 
+        started.append(True)  # composed: what fails from here on is the command's
         try:
             mask_saved_configs()
-            set_limits(typed(cfg.get("limits"), SpecLimits, "limits"))
-            with open_dict(cfg):  # applied: the commands' own schemas do not list them
-                cfg.pop("limits", None)
-            run(cfg)
+            _apply(name, run, schema, cfg)
         except (MobilenasError, RunFailure) as err:
             prefix, status = outcome(err)
             print(f"{prefix}: {mask_secrets(str(err))}", file=sys.stderr)
@@ -85,78 +105,24 @@ def _guarded(run: Callable[[DictConfig], None]) -> Callable[[DictConfig], None]:
     return task
 
 
-PAIRS = {"[": "]", "{": "}", "(": ")"}
-
-
-def unbalanced(override: str) -> str | None:
-    """What is unbalanced in ``override``'s value (brackets, braces, quotes), with the fix, or None."""
-    key, _, value = override.partition("=")
-    stack: list[str] = []
-    quote = ""
-    for char in value:
-        if quote:
-            quote = "" if char == quote else quote
-        elif char in "'\"":
-            quote = char
-        elif char in PAIRS:
-            stack.append(char)
-        elif char in PAIRS.values():
-            if not stack or PAIRS[stack[-1]] != char:
-                opener = next(o for o, c in PAIRS.items() if c == char)
-                return (f"unbalanced brackets ({char!r} without {opener!r}); "
-                        f"e.g. {key}={opener}{value.rstrip(char)}{char}" if not stack else
-                        f"unbalanced brackets ({stack[-1]!r} closed by {char!r})")
-            stack.pop()
-    if quote:
-        return f"unbalanced quotes ({quote} opened, not closed); e.g. {key}={value}{quote}"
-    if stack:
-        closers = "".join(PAIRS[o] for o in reversed(stack))
-        return (f"unbalanced brackets ({stack[-1]!r} opened, no {PAIRS[stack[-1]]!r}); "
-                f"e.g. {key}={value}{closers}")
-    return None
-
-
-def composition_error(name: str, overrides: Sequence[str]) -> str | None:
-    """Compose the command's config with ``overrides`` as Hydra will; a one-line message
-    naming the bad key, group or option and what is allowed, or None when it composes."""
-    from hydra import compose, initialize_config_dir
-    from hydra.errors import HydraException, MissingConfigException, OverrideParseException
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
+@contextmanager
+def hydra_raises() -> Iterator[bool]:
+    """Hydra re-raises what fails (HYDRA_FULL_ERROR=1) instead of printing it; yields whether the user
+    asked for that."""
+    asked = bool(os.environ.get("HYDRA_FULL_ERROR"))
+    os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-            compose(config_name=name, overrides=list(overrides), return_hydra_config=True)
-        return None
-    except OverrideParseException as err:
-        for override in overrides:
-            problem = unbalanced(override)
-            if problem:
-                return f"{override}: {problem}"
-        bad = re.search(r"override '([^']*)'", str(err))
-        return f"{bad.group(1) if bad else 'an argument'!r} is not key=value (e.g. arch=mobilenet_v3_small)"
-    except MissingConfigException as err:
-        found = re.search(r"Could not find '([^/']+)/([^']+)'", str(err))
-        if not found:
-            return str(err).splitlines()[0]
-        group, option = found.groups()
-        options = sorted(f.stem for f in (CONF_DIR / group).glob("*.yaml"))
-        return f"{group}={option}: no such option; allowed: {', '.join(options)}"
-    except (HydraException, OmegaConfBaseException) as err:
-        cause = err.__cause__
-        key = getattr(cause, "full_key", None)
-        if key:
-            with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-                base = compose(config_name=name)
-            parent, _, leaf = str(key).rpartition(".")
-            node = OmegaConf.select(base, parent) if parent else base
-            keys = ", ".join(str(k) for k in node) if isinstance(node, DictConfig) else ""
-            return f"{key}: unknown key for mobilenas {name}" + (f"; allowed: {keys}" if keys else "")
-        group = re.search(r"Could not override '([^']+)'\. No match in the defaults list", str(err))
-        if group:
-            return (f"{group.group(1)}: mobilenas {name} has no such config group "
-                    f"(see mobilenas {name} --help)")
-        return str(err).splitlines()[0]
+        yield asked
+    finally:
+        if not asked:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+
+
+def fail(message: str, status: int) -> None:
+    from search.study import mask_secrets
+
+    print(f"error: {mask_secrets(message)}", file=sys.stderr)
+    sys.exit(status)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -168,22 +134,27 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     name = args[0]
     if name not in COMMANDS:
-        print(f"error: unknown command {name!r}; allowed: {', '.join(COMMANDS)}", file=sys.stderr)
-        sys.exit(2)
-    overrides = args[1:]
-    if not any(arg.startswith("-") for arg in overrides):  # --help, --cfg, -m: Hydra's own
-        problem = composition_error(name, overrides)
-        if problem:
-            from search.study import mask_secrets
-
-            print(f"error: {mask_secrets(problem)}", file=sys.stderr)
-            sys.exit(2)
+        fail(f"unknown command {name!r}; allowed: {', '.join(COMMANDS)}", 2)
     module = importlib.import_module(COMMANDS[name][0])
+    schema = getattr(module, "CONFIG", None)
+    if schema is not None:
+        register(name, schema)
+    started: list[bool] = []
     sys.argv = [f"mobilenas {name}", *args[1:]]
     app = hydra.main(version_base=None, config_path=str(CONF_DIR), config_name=name)(
-        _guarded(module.run)
+        _guarded(name, module.run, schema, started)
     )
-    app()
+    with hydra_raises() as asked:
+        try:
+            app()
+        except Exception as err:
+            if not started and isinstance(err, HydraException | OmegaConfBaseException):  # composing
+                overrides = [arg for arg in args[1:] if not arg.startswith("-")]
+                fail(composition_message(err, name, overrides, schema, CONF_DIR), 2)
+            if asked:
+                raise
+            traceback.print_exc()  # a bug
+            sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from evaluators.accuracy import ProxyConfig, accuracy_evaluator, proxy_data_config
+from evaluators.accuracy.weight_sharing import SupernetEvaluator, check_same_space
 from evaluators.data import DataConfig, load_dataset
 from evaluators.latency import LatencyConfig, MeasuredLatency, latency_evaluator
 from evaluators.training import TrainConfig
@@ -46,6 +47,8 @@ def build_components(settings: SearchSettings) -> Components:
     resolution = settings.proxy.resolution or settings.data.resolution
     space = build_space(settings.space, num_classes=num_classes, resolution=resolution,
                         in_channels=in_channels)
+    if isinstance(accuracy, SupernetEvaluator):
+        check_same_space(accuracy.net.space, space, "proxy.supernet")
     latency = latency_evaluator(settings.latency, resolution)
     seed_latency = latency(space.seed) if settings.objective.target_ms is None else 0.0
     objective = Objective.from_config(settings.objective, seed_latency_ms=seed_latency)
@@ -53,6 +56,12 @@ def build_components(settings: SearchSettings) -> Components:
     if settings.reference_points:
         references = {name: reference_spec(name, num_classes=num_classes, resolution=resolution)
                       .replace(in_channels=in_channels) for name in REFERENCES}
+    if isinstance(accuracy, SupernetEvaluator):  # a supernet scores the architectures of its space only
+        outside = sorted(name for name, spec in references.items() if not space.contains(spec))
+        if outside:
+            log.info("reference points not in the supernet's space, left out of the plot: %s",
+                     ", ".join(outside))
+        references = {name: spec for name, spec in references.items() if name not in outside}
     return Components(space=space, objective=objective, accuracy=accuracy, latency=latency,
                       references=references, data=data)
 

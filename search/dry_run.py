@@ -13,7 +13,10 @@ import math
 import time
 from dataclasses import dataclass
 
+from evaluators.accuracy.base import AccuracyResult, Report
 from evaluators.cost import count_cost
+from evaluators.latency.protocol import LatencyProtocol
+from evaluators.training import COMPLETED
 from search.objectives import Objective
 from search.runner import Components
 from search_spaces.reference import reference_spec
@@ -22,10 +25,8 @@ from search_spaces.spec import ArchSpec
 
 
 @dataclass(frozen=True)
-class SurrogateResult:
-    accuracy: float
-    seconds: float
-    status: str = "completed"
+class SurrogateResult(AccuracyResult):
+    status: str = COMPLETED
 
 
 class SurrogateAccuracy:
@@ -39,7 +40,7 @@ class SurrogateAccuracy:
         self.sleep_s = sleep_s
         self.fail_every = fail_every
 
-    def evaluate(self, spec: ArchSpec, report=None) -> SurrogateResult:
+    def evaluate(self, spec: ArchSpec, report: Report | None = None) -> SurrogateResult:
         cost = count_cost(spec)
         digest = int(hashlib.sha256(str(spec).encode()).hexdigest()[:8], 16)
         jitter = (digest % 1000) / 1000 * 0.02
@@ -58,12 +59,17 @@ class SurrogateAccuracy:
 class MaddsLatency:
     """Latency surrogate: ``ms_per_mmadd`` milliseconds per million multiply-adds."""
 
-    def __init__(self, ms_per_mmadd: float = 0.1) -> None:
+    backend = "analytic"
+
+    def __init__(self, ms_per_mmadd: float = 0.1, *, resolution: int = 32) -> None:
         self.ms_per_mmadd = ms_per_mmadd
-        self.protocol = {"device": "analytic", "model": f"{ms_per_mmadd} ms per M MAdds"}
+        self.protocol = LatencyProtocol(device="analytic", resolution=resolution)
 
     def __call__(self, spec: ArchSpec) -> float:
         return count_cost(spec).madds / 1e6 * self.ms_per_mmadd
+
+    def describe(self) -> str:
+        return f"analytic: {self.ms_per_mmadd} ms per M MAdds"
 
 
 def dry_components(
@@ -79,7 +85,7 @@ def dry_components(
 ) -> Components:
     """Components for a dry run (picklable through ``functools.partial``)."""
     space = SearchSpace(reference_spec(seed, num_classes=num_classes, resolution=resolution))
-    latency = MaddsLatency()
+    latency = MaddsLatency(resolution=resolution)
     objective = Objective(mode=mode, target_ms=target_ratio * latency(space.seed), w=w)
     return Components(space=space, objective=objective,
                       accuracy=SurrogateAccuracy(sleep_s=sleep_s, fail_every=fail_every),

@@ -51,6 +51,7 @@ from evaluators.training import save_weights
 from search.export_formats import (
     MIN_LOGIT_SCALE,
     MIN_OPSET,
+    ExportChecks,
     check_input,
     check_onnx_options,
     check_outputs,
@@ -100,7 +101,7 @@ class ExportResult:
     spec: ArchSpec
     files: dict[str, str]
     cost: Cost
-    checks: dict[str, Any]
+    checks: ExportChecks
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def path(self, name: str) -> Path:
@@ -199,18 +200,16 @@ def _write_files(tmp: Path, spec: ArchSpec, model: MobileNetV3Like, metadata: di
     save_weights(model, tmp / WEIGHTS, metadata={"mobilenas_spec": str(spec)})
     inputs = check_input(spec)
     scale = _logit_scale(model, inputs, checked=onnx or torchscript)
-    checks: dict[str, Any] = {"atol": atol, "rtol": rtol, "max_abs_logit": scale,
-                              "tolerance": tolerance(scale, atol, rtol)}
+    script_info = onnx_info = None
     if torchscript:
-        info = write_torchscript(model, tmp / TORCHSCRIPT, inputs)
-        checks.update(torchscript_mode=info.mode, torchscript_max_abs_diff=info.max_abs_diff)
-        check_outputs(TORCHSCRIPT, info.max_abs_diff, scale, atol, rtol)
+        script_info = write_torchscript(model, tmp / TORCHSCRIPT, inputs)
+        check_outputs(TORCHSCRIPT, script_info.max_abs_diff, scale, atol, rtol)
     if onnx:
         onnx_info = write_onnx(model, tmp / ONNX, inputs, opset=opset, exporter=onnx_exporter)
-        checks.update(onnx_exporter=onnx_info.exporter, onnx_opset=onnx_info.opset,
-                      onnx_max_abs_diff=onnx_info.max_abs_diff)
         check_outputs(f"{ONNX} (onnxruntime)", onnx_info.max_abs_diff, scale, atol, rtol,
                       hint="; try onnx_exporter=dynamo or a higher opset")
+    checks = ExportChecks(atol=atol, rtol=rtol, max_abs_logit=scale, tolerance=tolerance(scale, atol, rtol),
+                          torchscript=script_info, onnx=onnx_info)
     files = {p.name: _sha256(p) for p in sorted(tmp.iterdir())}
     cost = count_cost(spec)
     serialize.atomic_write_text(tmp / CARD, render_model_card(spec, metadata, cost=cost, files=files,
@@ -222,7 +221,7 @@ def _write_files(tmp: Path, spec: ArchSpec, model: MobileNetV3Like, metadata: di
         "trained": metadata.get("trained", True),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "cost": asdict(cost),
-        "checks": checks,
+        "checks": checks.to_json(),
         "files": files,
         "metadata": metadata,
         "versions": _versions(),

@@ -12,20 +12,25 @@ import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
+from evaluators.onnx_export import (
+    DYNAMO_MIN_OPSET,
+    INPUT_NAME,
+    MIN_OPSET,
+    ONNX_EXPORTERS,
+    OUTPUT_NAME,
+)
+from evaluators.onnx_export import export_dynamo as _export_dynamo
+from evaluators.onnx_export import export_legacy as _export_legacy
 from search_spaces.errors import ExportError, RunFailure
 from search_spaces.serialize import atomic_write
 from search_spaces.spec import ArchSpec
 
-ONNX_EXPORTERS = ("auto", "legacy", "dynamo")
-DYNAMO_MIN_OPSET = 18  # the torch.export-based exporter cannot emit older opsets
-MIN_OPSET = 17
-INPUT_NAME = "input"
 log = logging.getLogger(__name__)
-OUTPUT_NAME = "logits"
 # Below this largest |logit| float32 arithmetic underflows and no output difference means anything.
 MIN_LOGIT_SCALE = 1e-20
 
@@ -45,6 +50,31 @@ class OnnxInfo:
     exporter: str  # legacy (TorchScript-based) or dynamo (torch.export-based)
     opset: int
     max_abs_diff: float
+
+
+@dataclass(frozen=True)
+class ExportChecks:
+    """How closely every exported format reproduces PyTorch: the accepted difference
+    (``tolerance`` = ``atol`` + ``rtol`` x ``max_abs_logit``) and each format's check (None: not written)."""
+
+    atol: float
+    rtol: float
+    max_abs_logit: float
+    tolerance: float
+    torchscript: TorchScriptInfo | None = None
+    onnx: OnnxInfo | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The flat object ``export.json`` holds under ``checks``."""
+        out: dict[str, Any] = {"atol": self.atol, "rtol": self.rtol, "max_abs_logit": self.max_abs_logit,
+                               "tolerance": self.tolerance}
+        if self.torchscript is not None:
+            out.update(torchscript_mode=self.torchscript.mode,
+                       torchscript_max_abs_diff=self.torchscript.max_abs_diff)
+        if self.onnx is not None:
+            out.update(onnx_exporter=self.onnx.exporter, onnx_opset=self.onnx.opset,
+                       onnx_max_abs_diff=self.onnx.max_abs_diff)
+        return out
 
 
 def check_input(spec: ArchSpec, batch: int = 2, *, seed: int = 0) -> torch.Tensor:
@@ -96,33 +126,6 @@ def write_torchscript(model: nn.Module, path: Path, inputs: torch.Tensor) -> Tor
         loaded = torch.jit.load(str(path), map_location="cpu")
     with torch.no_grad():
         return TorchScriptInfo(mode=mode, max_abs_diff=_max_abs_diff(loaded(inputs), model(inputs)))
-
-
-def _export_legacy(model: nn.Module, inputs: torch.Tensor, tmp: str, opset: int) -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(
-            model, (inputs,), tmp, dynamo=False, opset_version=opset,
-            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-        )
-
-
-def _export_dynamo(model: nn.Module, inputs: torch.Tensor, tmp: str, opset: int) -> None:
-    quiet = logging.getLogger("torch.onnx._internal.exporter._registration")  # "torchvision is not installed"
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)
-    try:
-        program = torch.onnx.export(
-            model, (inputs,), None, dynamo=True, opset_version=opset, verbose=False,
-            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-            dynamic_shapes=({0: torch.export.Dim("batch")},),
-        )
-    finally:
-        quiet.setLevel(level)
-    if program is None:
-        raise ExportError("the dynamo ONNX exporter returned no program")
-    program.save(tmp)
 
 
 def _run_onnx(path: Path, inputs: torch.Tensor) -> torch.Tensor:

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from evaluators.cost import Cost
+from search.export_formats import ExportChecks
 from search_spaces.printout import format_columns, format_layers
 from search_spaces.spec import ArchSpec
 
@@ -89,9 +90,9 @@ def _latency_lines(metadata: Mapping[str, Any]) -> list[str]:
 
 
 def render_model_card(spec: ArchSpec, metadata: Mapping[str, Any], *, cost: Cost,
-                      files: Mapping[str, str], checks: Mapping[str, Any]) -> str:
+                      files: Mapping[str, str], checks: ExportChecks) -> str:
     """The Markdown model card. ``files`` maps file name to SHA-256, ``checks`` holds the
-    export checks (``torchscript_max_abs_diff``, ``onnx_max_abs_diff``, ``onnx_opset``, ...)."""
+    export checks (TorchScript and ONNX differences from PyTorch, the tolerance)."""
     name = metadata.get("name", "mobilenas model")
     trained = metadata.get("trained", True)
     state = "trained weights" if trained else "untrained (weights from initialization)"
@@ -134,14 +135,14 @@ def render_model_card(spec: ArchSpec, metadata: Mapping[str, Any], *, cost: Cost
     if other:
         lines += ["", "## Other metadata", "", "```json", json.dumps(other, indent=2, default=str), "```"]
     lines += ["", "## Export checks", ""]
-    if "torchscript_max_abs_diff" in checks:
-        lines.append(f"- TorchScript (`{checks.get('torchscript_mode', 'script')}`) reloaded with "
-                     f"torch.jit.load: max abs diff {checks['torchscript_max_abs_diff']:.3g} vs PyTorch")
-    if "onnx_max_abs_diff" in checks:
-        lines.append(f"- ONNX opset {checks['onnx_opset']} ({checks['onnx_exporter']} exporter), run by "
-                     f"onnxruntime CPUExecutionProvider: max abs diff {checks['onnx_max_abs_diff']:.3g} "
-                     f"vs PyTorch (tolerance {checks['tolerance']:.3g}, largest logit "
-                     f"{checks['max_abs_logit']:.3g}); input `input`, output `logits`")
+    if checks.torchscript is not None:
+        lines.append(f"- TorchScript (`{checks.torchscript.mode}`) reloaded with torch.jit.load: max abs "
+                     f"diff {checks.torchscript.max_abs_diff:.3g} vs PyTorch")
+    if checks.onnx is not None:
+        lines.append(f"- ONNX opset {checks.onnx.opset} ({checks.onnx.exporter} exporter), run by "
+                     f"onnxruntime CPUExecutionProvider: max abs diff {checks.onnx.max_abs_diff:.3g} "
+                     f"vs PyTorch (tolerance {checks.tolerance:.3g}, largest logit "
+                     f"{checks.max_abs_logit:.3g}); input `input`, output `logits`")
     if len(lines) and lines[-1] == "":
         lines.append("- weights only (no TorchScript/ONNX requested)")
     lines += ["", "## Files", "", format_columns(("file", "sha256"), sorted(files.items()), markdown=True),

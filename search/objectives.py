@@ -22,12 +22,13 @@ CONSTRAINT_ATTR = "constraint"  # name of the latency constraint on trials (feas
 
 @dataclass
 class ObjectiveConfig:
-    """``target_ms`` wins over ``target_ratio`` (a multiple of the seed's latency)."""
+    """``target_ms`` wins over ``target_ratio`` (a multiple of the seed's latency). The schema of
+    ``conf/objective/*.yaml``; ``w`` ranks candidates in tables in the hard and pareto modes."""
 
-    mode: str = "soft"
+    mode: str = "soft"  # soft | hard | pareto
     w: float = -0.15
-    target_ms: float | None = None
-    target_ratio: float | None = 0.8
+    target_ms: float | None = None  # latency target in ms; when set it wins over target_ratio
+    target_ratio: float | None = 0.85  # target = target_ratio x the seed's latency
 
 
 @dataclass(frozen=True)

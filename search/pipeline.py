@@ -7,32 +7,31 @@ import json
 import logging
 import os
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import optuna
 import torch
-from omegaconf import DictConfig
 
 from evaluators.accuracy import ProxyConfig
 from evaluators.data import DataConfig
-from evaluators.latency import LatencyConfig
+from evaluators.latency import LatencyConfig, LutLatency
 from evaluators.training import TrainConfig
 from search.components import SearchSettings, build_components, latency_range, pin_target
-from search.config import typed
 from search.export import ExportOptions, export_run
 from search.export_sources import read_run
 from search.netadapt import NetAdaptConfig
-from search.netadapt.refine import latency_protocol, refine, write_outputs
+from search.netadapt.refine import refine, write_outputs
 from search.objectives import ObjectiveConfig
 from search.results import ranking_table
+from search.run_record import latency_protocol
 from search.runner import Components, SearchReport, run_search, write_results
 from search.study import StudyConfig, mask_secrets, storage_url
 from search.study import validate as validate_study
 from search_spaces.config import SpaceConfig
 from search_spaces.errors import ConfigError
+from search_spaces.limits import SpecLimits
 from search_spaces.serialize import atomic_write_text
 
 log = logging.getLogger("mobilenas.pipeline")
@@ -53,40 +52,70 @@ class PipelineConfig:
     refine_target: str = "netadapt"  # netadapt: the netadapt group's target | search: the search's target
     export: bool = True  # export the final network
 
+    def validate(self) -> None:
+        if self.refine_target not in REFINE_TARGETS:
+            raise ConfigError(f"refine_target: {self.refine_target!r} is not one of "
+                              f"{', '.join(REFINE_TARGETS)}")
+
+
+def _main_job_netadapt() -> NetAdaptConfig:
+    """NetAdapt of the main job: trim the winner to 90% of its latency, at least 3% per iteration; the
+    winner is trained 150 steps first, each proposal fine-tuned 20, the final network 150."""
+    return NetAdaptConfig(target_ratio=0.9, delta_ratio=0.03, pretrain_steps=150, short_steps=20,
+                          final_steps=150)
+
+
+@dataclass
+class SearchConfig(PipelineConfig):
+    """``mobilenas search``'s config (conf/search.yaml). The defaults are the main job's budgets: the whole
+    pipeline fits in ~10 minutes on 2 CPU cores (proxies of 100 steps at batch 64, a short NetAdapt, 20
+    trials on 2 workers)."""
+
+    limits: SpecLimits = field(default_factory=SpecLimits)
+    space: SpaceConfig = field(default_factory=SpaceConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    trainer: TrainConfig = field(default_factory=lambda: TrainConfig(batch_size=64, progress=False))
+    proxy: ProxyConfig = field(default_factory=lambda: ProxyConfig(steps=100))  # the group's default: 300
+    latency: LatencyConfig = field(default_factory=LatencyConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    netadapt: NetAdaptConfig = field(default_factory=_main_job_netadapt)
+    # rerunning with the same study.name (and run dir) continues the study; 2 worker processes
+    study: StudyConfig = field(default_factory=lambda: StudyConfig(n_startup_trials=6, workers=2))
+    results: ResultsConfig = field(default_factory=ResultsConfig)
+
+    def validate(self) -> None:
+        """Every group's own checks, before the latency table and the workers are set up."""
+        validate_study(self.study)
+        super().validate()
+        self.data.validate()
+        self.trainer.validate()
+        self.proxy.validate()
+        self.latency.validate()
+        if self.refine:
+            self.netadapt.validate()
+
 
 def settings_from(
-    cfg: DictConfig, *, trainer: TrainConfig | None = None,
+    cfg: SearchConfig, *, trainer: TrainConfig | None = None,
 ) -> tuple[SearchSettings, StudyConfig, ResultsConfig, PipelineConfig]:
-    """The typed options of the search; ``trainer`` (the proxies' and NetAdapt's training) in place
-    of ``cfg.trainer`` when given."""
-    study = typed(cfg.study, StudyConfig, "study")
-    validate_study(study)  # before the latency table and the workers are set up
-    results = typed(cfg.get("results"), ResultsConfig, "results")
+    """The parts of the search's config (validated: :func:`search.schema.to_options`); ``trainer`` (the
+    proxies' and NetAdapt's training) in place of ``cfg.trainer`` when given."""
     settings = SearchSettings(
-        space=typed(cfg.space, SpaceConfig, "space"),
-        data=typed(cfg.data, DataConfig, "data"),
-        trainer=trainer if trainer is not None else typed(cfg.trainer, TrainConfig, "trainer"),
-        proxy=typed(cfg.proxy, ProxyConfig, "proxy"),
-        latency=typed(cfg.latency, LatencyConfig, "latency"),
-        objective=typed(cfg.objective, ObjectiveConfig, "objective"),
-        seed=study.seed,
-        reference_points=results.reference_points,
+        space=cfg.space, data=cfg.data, trainer=trainer if trainer is not None else cfg.trainer,
+        proxy=cfg.proxy, latency=cfg.latency, objective=cfg.objective, seed=cfg.study.seed,
+        reference_points=cfg.results.reference_points,
     )
-    pipeline = PipelineConfig(refine=bool(cfg.get("refine", True)), export=bool(cfg.get("export", True)),
-                              refine_target=str(cfg.get("refine_target", "netadapt")))
-    if pipeline.refine_target not in REFINE_TARGETS:
-        raise ConfigError(f"refine_target: {pipeline.refine_target!r} is not one of "
-                          f"{', '.join(REFINE_TARGETS)}")
-    return settings, study, results, pipeline
+    pipeline = PipelineConfig(refine=cfg.refine, refine_target=cfg.refine_target, export=cfg.export)
+    return settings, cfg.study, cfg.results, pipeline
 
 
 def prepare_latency_table(components: Components) -> None:
     """Measure every layer the space can produce before the search starts (seconds at 32x32,
     minutes at 224x224, once per machine): workers then share one complete table instead of
     racing to add rows, and every candidate's latency comes from the same measurements."""
-    table = getattr(components.latency, "table", None)
-    if table is None or not table.protocol.measurable:
+    if not isinstance(components.latency, LutLatency) or not components.latency.protocol.measurable:
         return
+    table = components.latency.table
     missing = table.missing(list(components.space.layers()))
     if missing:
         print(f"latency table {table.path}: measuring {len(missing)} layers of the space")
@@ -131,10 +160,10 @@ class SearchJob:
     netadapt: NetAdaptConfig | None  # None: no refinement
 
 
-def prepare_search(cfg: DictConfig, *, trainer: TrainConfig | None = None) -> SearchJob:
+def prepare_search(cfg: SearchConfig, *, trainer: TrainConfig | None = None) -> SearchJob:
     """The typed options of the main job (see :func:`settings_from` for ``trainer``)."""
     settings, study, results, pipeline = settings_from(cfg, trainer=trainer)
-    netadapt = typed(cfg.get("netadapt"), NetAdaptConfig, "netadapt") if pipeline.refine else None
+    netadapt = cfg.netadapt if pipeline.refine else None
     return SearchJob(settings, study, results, pipeline, netadapt)
 
 
@@ -178,16 +207,12 @@ def refine_and_export(settings: SearchSettings, components: Components, report: 
     own latency target (the paper's flow: search near the target, NetAdapt to reach it)."""
     assert report.winner is not None
     winner = report.winner
-    source_dir = run_dir
-    provenance: dict[str, Any] = {
-        "method": "Optuna search (MnasNet-style factorized space)",
-        "study": str(run_dir), "trial": winner.number, "objective": components.objective.mode,
-        "target_ms": components.objective.target_ms, "search_accuracy": winner.accuracy,
-    }
+    source_dir = run_dir  # its run record (run.json): the winner, its latency and provenance
     if netadapt is not None:
         if to_search_target:
             netadapt = replace(netadapt, target_ms=components.objective.target_ms)
         data = components.data  # the proxy's splits: loaded once, shared with the search
+        assert data is not None, "build_components loads the proxy's data"
         refine_dir = run_dir / "refine"
         print(f"\nNetAdapt: refining trial {winner.number} ({winner.latency_ms:.3f} ms) in {refine_dir}")
         result = refine(winner.arch, config=netadapt, latency_ms=components.latency, data=data,
@@ -202,13 +227,9 @@ def refine_and_export(settings: SearchSettings, components: Components, report: 
     if not export:
         return None
     source = read_run(source_dir)
-    metadata = {**source.metadata}
-    metadata.setdefault("provenance", provenance)
-    if netadapt is None:
-        metadata.update({"latency_ms": winner.latency_ms, "protocol": latency_protocol(components.latency)})
     out = run_dir / "export"
-    result = export_run(source.spec, source.weights, out, metadata, options=ExportOptions())
-    print(f"exported to {out}: " + ", ".join(sorted(result.files)))
+    exported = export_run(source.spec, source.weights, out, source.metadata, options=ExportOptions())
+    print(f"exported to {out}: " + ", ".join(sorted(exported.files)))
     record = {"export": str(out), "source": str(source_dir)}
     atomic_write_text(run_dir / "pipeline.json", json.dumps(record) + "\n")
     return out

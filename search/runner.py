@@ -9,7 +9,7 @@ import multiprocessing
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,9 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from tqdm.auto import tqdm
 
-from search.candidate import CandidateObjective, protocol_dict
+from evaluators.data import DatasetSplits
+from evaluators.protocols import AccuracyEvaluator, LatencyEvaluator
+from search.candidate import CandidateObjective
 from search.objectives import Objective
 from search.results import (
     Candidate,
@@ -28,6 +30,7 @@ from search.results import (
     state_counts,
     winner,
 )
+from search.run_record import RunRecord, latency_protocol, write_run_record
 from search.study import (
     WORKER_ATTR,
     StopWhenDone,
@@ -45,6 +48,7 @@ from search_spaces.errors import MobilenasError, RunFailure, TrainingDiverged, o
 from search_spaces.limits import SpecLimits, active_limits, set_limits
 from search_spaces.serialize import atomic_write_text, save_spec
 from search_spaces.space import SearchSpace
+from search_spaces.spec import ArchSpec
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +59,10 @@ class Components:
 
     space: SearchSpace
     objective: Objective
-    accuracy: Any
-    latency: Any
-    references: dict[str, Any] = field(default_factory=dict)  # name -> ArchSpec for the plot
-    data: Any = None  # the proxy's DatasetSplits (loaded once; NetAdapt fine-tunes on them)
+    accuracy: AccuracyEvaluator
+    latency: LatencyEvaluator
+    references: dict[str, ArchSpec] = field(default_factory=dict)  # name -> spec, for the plot
+    data: DatasetSplits | None = None  # the proxy's splits (loaded once; NetAdapt fine-tunes on them)
 
 
 # A picklable factory (module-level function + settings) so spawned workers can rebuild it.
@@ -227,6 +231,21 @@ def reference_points(study: optuna.Study, components: Components,
     return points
 
 
+def search_record(best: Candidate, components: Components, study: optuna.Study, run_dir: Path) -> RunRecord:
+    """The run record of a search: its winner (untrained), the latency the search gave it, and where
+    it was found."""
+    objective = components.objective
+    data = components.data.summary() if components.data is not None else {}
+    provenance = {"method": "Optuna search (MnasNet-style factorized space)", "study": str(run_dir),
+                  "study_name": study.study_name, "trial": best.number, "objective": objective.mode,
+                  "target_ms": objective.target_ms, "search_accuracy": best.accuracy,
+                  "accuracy_evaluator": components.accuracy.name}
+    return RunRecord(kind="search", spec=best.arch, latency_ms=best.latency_ms,
+                     protocol=latency_protocol(components.latency),
+                     data={k: v for k, v in data.items() if isinstance(v, (int, float, str))},
+                     provenance=provenance)
+
+
 @dataclass
 class SearchReport:
     winner: Candidate | None
@@ -255,8 +274,9 @@ def write_results(study: optuna.Study, components: Components, run_dir: Path, *,
         files["winner"] = save_spec(best.arch, run_dir / "winner.json")
         save_spec(best.arch, run_dir / "winner.yaml")
         save_spec(best.arch, run_dir / "winner.txt")
+        files["record"] = write_run_record(run_dir, search_record(best, components, study, run_dir))
     counts = state_counts(trials)
-    protocol = protocol_dict(components.latency.protocol)
+    protocol = asdict(components.latency.protocol)
     summary = {
         "study": study.study_name,
         "objective": {"mode": objective.mode, "target_ms": objective.target_ms, "w": objective.w},

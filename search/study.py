@@ -17,6 +17,7 @@ from optuna.exceptions import DuplicatedStudyError
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy import event
 
 from search.objectives import Objective
 from search.results import state_counts
@@ -78,7 +79,7 @@ def open_storage(url: str) -> BaseStorage:
         try:
             with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return RDBStorage(url, heartbeat_interval=10, grace_period=30)
+                return _without_fsync(RDBStorage(url, heartbeat_interval=10, grace_period=30))
         except (ImportError, ModuleNotFoundError) as err:
             raise ConfigError(mask_secrets(
                 f"study.storage: a driver for {url.split(':', 1)[0]!r} is missing ({err})")) from None
@@ -89,6 +90,18 @@ def open_storage(url: str) -> BaseStorage:
             raise ConfigError(mask_secrets(
                 f"study.storage: cannot open {url!r}: {str(err).splitlines()[0]}")) from None
     raise ConfigError(mask_secrets(f"study.storage: {url!r}: the tables could not be created"))
+
+
+def _without_fsync(storage: RDBStorage) -> RDBStorage:
+    """SQLite without an fsync per commit (``PRAGMA synchronous=OFF``): Optuna commits once per
+    suggested parameter, ~20 ms each on a busy disk (about a second per trial of a V3 space). A
+    killed process still loses nothing committed; only an OS crash or power cut can, as with the
+    journal file storage."""
+    if storage.engine.dialect.name == "sqlite":
+        event.listen(storage.engine, "connect",
+                     lambda connection, _: connection.execute("PRAGMA synchronous=OFF"))
+        storage.engine.dispose()  # pooled connections opened before the listener
+    return storage
 
 
 def _schema_race(err: Exception) -> bool:

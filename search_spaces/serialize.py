@@ -6,7 +6,7 @@ import json
 import os
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -29,15 +29,15 @@ def to_dict(spec: ArchSpec) -> dict[str, Any]:
     return {"format": FORMAT_VERSION, **data}
 
 
-def _build(cls: type, data: Any, where: str) -> Any:
+def _build(cls: type[Any], data: Any, where: str) -> Any:
     if not isinstance(data, dict):
         raise SpecError(f"{where}: expected a mapping, got {type(data).__name__}")
-    fields = set(cls.__dataclass_fields__)
-    unknown = set(data) - fields
+    names = {f.name for f in fields(cls)}
+    unknown = set(data) - names
     if unknown:
         raise SpecError(
             f"{where}: unknown field(s) {', '.join(sorted(unknown))}; "
-            f"allowed: {', '.join(sorted(fields))}"
+            f"allowed: {', '.join(sorted(names))}"
         )
     try:
         return cls(**data)
@@ -84,7 +84,7 @@ def to_yaml(spec: ArchSpec) -> str:
     return yaml.safe_dump(to_dict(spec), sort_keys=False)
 
 
-def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None]) -> Path:
+def atomic_write(path: str | os.PathLike[str], write: Callable[[str], object]) -> Path:
     """Call ``write(temp_path)`` on a temporary file beside ``path``, then rename it onto
     ``path``: a crash never leaves a half-written file. The one atomic writer of the project."""
     path = Path(path)

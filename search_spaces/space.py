@@ -120,7 +120,7 @@ class SearchSpace:
         object.__setattr__(self, "kernels", _choices("kernels", self.kernels, KERNELS))
         object.__setattr__(self, "se", _choices("se", self.se, (False, True)))
         object.__setattr__(self, "acts", _choices("acts", self.acts, ACTIVATIONS))
-        seed_block_values = {
+        seed_block_values: dict[str, set[Any]] = {
             "kernels": {b.kernel for b in self.seed.blocks},
             "se": {b.se for b in self.seed.blocks},
             "acts": {b.act for b in self.seed.blocks},

@@ -6,6 +6,8 @@ import optuna
 import pytest
 import torch
 
+from evaluators.data import DataConfig, DatasetSplits, load_dataset
+from search_spaces.blockstring import from_string
 from search_spaces.reference import reference_spec
 from search_spaces.space import SearchSpace
 
@@ -15,6 +17,29 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 @pytest.fixture(scope="session", params=["mobilenet_v3_large", "mobilenet_v3_small"])
 def space(request: pytest.FixtureRequest) -> SearchSpace:
     return SearchSpace(reference_spec(request.param, num_classes=10, resolution=32))
+
+
+# A four-class network with three bnecks: the supernet tests' space around it stays tiny
+TINY_SEED = ("in_r32_c3 stem_k3_c8_s2_hs ir_k3_e16_c8_s2_se_re ir_k5_e24_c16_s2_hs ir_k3_e32_c16_s1_hs "
+             "head_c32_h48_hs_d0.2_n4")
+TINY_DATA = DataConfig(num_classes=4, train_size=160, test_size=16, val_size=64)
+
+
+@pytest.fixture(scope="session")
+def tiny_space() -> SearchSpace:
+    """A space of 2 widths and 2 expansions around :data:`TINY_SEED`."""
+    return SearchSpace(from_string(TINY_SEED), widths=(0.75, 1.0), expansions=(0.5, 1.0))
+
+
+@pytest.fixture(scope="session")
+def tiny_data_config() -> DataConfig:
+    """Synthetic four-class data at 32x32 for :func:`tiny_space`'s networks."""
+    return TINY_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tiny_data_config: DataConfig) -> DatasetSplits:
+    return load_dataset(tiny_data_config)
 
 
 @pytest.fixture

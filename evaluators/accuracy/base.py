@@ -1,11 +1,12 @@
-"""The interface every accuracy evaluator shares: a spec in, an :class:`AccuracyResult` out."""
+"""What every accuracy evaluator shares: a spec in, an :class:`AccuracyResult` out (the protocol,
+:class:`~evaluators.protocols.AccuracyEvaluator`, lives in :mod:`evaluators.protocols`)."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import torch
 from torch import nn
@@ -40,18 +41,6 @@ class AccuracyResult:
     @property
     def ok(self) -> bool:
         return self.status == COMPLETED
-
-
-@runtime_checkable
-class AccuracyEvaluator(Protocol):
-    """Shared evaluator shape: ``name``, ``unit``, and a call per spec."""
-
-    name: str
-    unit: str
-
-    def evaluate(self, spec: ArchSpec, report: Report | None = None) -> AccuracyResult: ...
-
-    def evaluate_model(self, model: nn.Module, report: Report | None = None) -> AccuracyResult: ...
 
 
 class SpecEvaluator:

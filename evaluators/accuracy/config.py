@@ -4,16 +4,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from evaluators.supernet.scoring import CALIB_BATCHES
 from search_spaces.errors import ConfigError
 
-KINDS = ("train", "naswot", "synflow")
+KINDS = ("train", "naswot", "synflow", "supernet", "predictor")
+SUPERNET_KINDS = ("supernet", "predictor")
 
 
 @dataclass
 class ProxyConfig:
     """``kind``: ``train`` (short proxy training, reports to the pruner), ``naswot`` or
-    ``synflow`` (training-free ranking scores). Budget and resolution override the trainer's and
-    the data's settings for the proxy only; the subsets narrow the data's (the smaller wins)."""
+    ``synflow`` (training-free ranking scores), ``supernet`` (the sub-network's top-1 on the trained
+    supernet in ``supernet``, batch norm re-estimated) or ``predictor`` (an MLP fitted on the supernet
+    scores of ``predictor_samples`` sampled sub-networks predicts it). Budget and resolution override
+    the trainer's and the data's settings for the proxy only; the subsets narrow the data's (the
+    smaller wins)."""
 
     kind: str = "train"
     steps: int | None = 300  # proxy training budget in optimizer steps ...
@@ -23,6 +28,9 @@ class ProxyConfig:
     resolution: int | None = None  # null: the data's resolution
     reports: int = 4  # validations reported to the pruner (at most); the last one never prunes
     batch_size: int = 64  # training-free scores: images per score
+    supernet: str | None = None  # supernet/predictor: a supernet run directory ('mobilenas supernet')
+    calib_batches: int = CALIB_BATCHES  # supernet/predictor: batches of 256 re-estimating batch norm per spec
+    predictor_samples: int = 200  # predictor: sub-networks scored to fit it (80%) and check it (20%)
 
     def validate(self) -> None:
         if self.kind not in KINDS:
@@ -35,5 +43,12 @@ class ProxyConfig:
                 raise ConfigError(f"proxy.{key}: must be a positive number or null, got {value}")
         if self.reports < 1:
             raise ConfigError(f"proxy.reports: must be >= 1, got {self.reports}")
+        if self.kind in SUPERNET_KINDS and not self.supernet:
+            raise ConfigError(f"proxy.supernet: proxy={self.kind} needs a supernet run directory "
+                              "(proxy.supernet=<dir> written by 'mobilenas supernet action=train')")
+        if self.calib_batches < 1:
+            raise ConfigError(f"proxy.calib_batches: must be >= 1, got {self.calib_batches}")
+        if self.predictor_samples < 10:
+            raise ConfigError(f"proxy.predictor_samples: must be >= 10, got {self.predictor_samples}")
         if self.batch_size < 2:
             raise ConfigError(f"proxy.batch_size: must be >= 2, got {self.batch_size}")

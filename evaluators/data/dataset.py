@@ -44,12 +44,13 @@ class DatasetSplits:
         return getattr(self, name)
 
     def loader(self, split: str, batch_size: int, *, train: bool = False, seed: int = 0,
-               device: str | torch.device = "cpu") -> BatchLoader:
-        """Batches of ``split``; ``train=True`` shuffles, augments and drops a partial last batch."""
+               device: str | torch.device = "cpu", shard: tuple[int, int] = (0, 1)) -> BatchLoader:
+        """Batches of ``split``; ``train=True`` shuffles, augments and drops a partial last batch;
+        ``shard=(rank, world_size)``: each rank's part of every global batch of ``batch_size``."""
         return BatchLoader(
             self.split(split), batch_size=batch_size, resolution=self.resolution,
             mean=self.mean, std=self.std, channels=self.in_channels, shuffle=train,
-            augment=self.augment if train else None, drop_last=train, seed=seed, device=device,
+            augment=self.augment if train else None, drop_last=train, seed=seed, device=device, shard=shard,
         )
 
     def summary(self) -> dict[str, object]:

@@ -8,7 +8,9 @@ and a folder whose resized images would take more than :data:`MAX_FOLDER_BYTES` 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -16,6 +18,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from evaluators.data.arrays import ImageArrays
 from search_spaces.errors import DataError
+
+T = TypeVar("T")
 
 MAX_IMAGE_PIXELS = 2**26  # ~67 megapixels (8192 x 8192), below Pillow's own bomb warning at ~89 MP
 MAX_FOLDER_BYTES = 2**32  # the resized uint8 images of one split held in memory
@@ -33,7 +37,10 @@ def class_dirs(root: Path) -> list[Path]:
     return dirs
 
 
-def _read_image(path: Path, resolution: int, mode: str) -> np.ndarray:
+def decode_image(path: Path, use: Callable[[Image.Image], T]) -> T:
+    """``use(image)`` on the image at ``path``, its size checked from the header before any pixel is
+    decoded; a DataError for a file above :data:`MAX_IMAGE_PIXELS`, a decompression bomb or an
+    unreadable file."""
     try:
         with Image.open(path) as image:  # reads the header only
             width, height = image.size
@@ -41,13 +48,18 @@ def _read_image(path: Path, resolution: int, mode: str) -> np.ndarray:
                 raise DataError(f"{path}: {width} x {height} = {width * height} pixels is above the limit "
                                 f"of {MAX_IMAGE_PIXELS} pixels per image "
                                 "(evaluators.data.folder.MAX_IMAGE_PIXELS)")
-            fitted = ImageOps.fit(image.convert(mode), (resolution, resolution), Image.Resampling.BILINEAR)
+            return use(image)
     except DataError:
         raise
     except Image.DecompressionBombError as err:
         raise DataError(f"{path}: refused as a decompression bomb ({err})") from None
     except (OSError, UnidentifiedImageError, ValueError) as err:
         raise DataError(f"{path}: not a readable image ({err})") from None
+
+
+def _read_image(path: Path, resolution: int, mode: str) -> np.ndarray:
+    fitted = decode_image(path, lambda image: ImageOps.fit(image.convert(mode), (resolution, resolution),
+                                                           Image.Resampling.BILINEAR))
     array = np.asarray(fitted, dtype=np.uint8)
     return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
 

@@ -33,21 +33,33 @@ def _generator(*keys: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def random_crop_flip(x: torch.Tensor, augment: Augment, generator: torch.Generator) -> torch.Tensor:
+def shard_slice(count: int, rank: int, world_size: int) -> slice:
+    """Rank ``rank``'s contiguous part of ``count`` items split over ``world_size`` ranks (sizes
+    differ by at most one, the first ranks taking the larger parts)."""
+    size, extra = divmod(count, world_size)
+    start = rank * size + min(rank, extra)
+    return slice(start, start + size + (rank < extra))
+
+
+def random_crop_flip(x: torch.Tensor, augment: Augment, generator: torch.Generator,
+                     rows: slice = slice(None), total: int | None = None) -> torch.Tensor:
     """Per-image random crop of a reflect-padded batch and random horizontal flip, vectorized.
 
+    ``x`` holds ``rows`` of a batch of ``total`` images (default: all of them): the random draws are
+    the whole batch's, so a shard is augmented exactly as within the whole batch.
     Reflection, not zeros: black borders on flat backgrounds become a strong, useless feature
     that stalls early training (seen on the synthetic set)."""
     n, _, h, w = x.shape
+    total = n if total is None else total
     if augment.padding:
         pad = augment.padding
         padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
-        dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
-        dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
+        dy = torch.randint(0, 2 * pad + 1, (total,), generator=generator)[rows].to(x.device)
+        dx = torch.randint(0, 2 * pad + 1, (total,), generator=generator)[rows].to(x.device)
         windows = padded.unfold(2, h, 1).unfold(3, w, 1)  # (n, c, 2p+1, 2p+1, h, w) view
         x = windows[torch.arange(n, device=x.device), :, dy, dx]
     if augment.flip:
-        flip = (torch.rand(n, generator=generator) < 0.5).to(x.device)
+        flip = (torch.rand(total, generator=generator)[rows] < 0.5).to(x.device)
         x = torch.where(flip[:, None, None, None], x.flip(3), x)
     return x
 
@@ -57,14 +69,19 @@ class BatchLoader:
 
     ``shuffle`` draws a new order each epoch; ``augment`` (None: none) applies to every batch;
     ``drop_last`` drops a last partial batch (training) unless the set is smaller than a batch.
+    ``shard=(rank, world_size)``: each batch is the rank's contiguous part of the global batch of
+    ``batch_size`` images (same order and augmentation on every rank; :func:`shard_slice`).
     """
 
     def __init__(self, data: ImageArrays, *, batch_size: int, resolution: int, mean: tuple[float, ...],
                  std: tuple[float, ...], channels: int = 3, shuffle: bool = False,
                  augment: Augment | None = None, drop_last: bool = False, seed: int = 0,
-                 device: str | torch.device = "cpu") -> None:
+                 device: str | torch.device = "cpu", shard: tuple[int, int] = (0, 1)) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if not 0 <= shard[0] < shard[1]:
+            raise ValueError(f"shard must be (rank, world_size) with 0 <= rank < world_size, got {shard}")
+        self.shard = shard
         self.data, self.batch_size, self.resolution = data, batch_size, resolution
         self.channels, self.shuffle, self.augment, self.seed = channels, shuffle, augment, seed
         self.drop_last = drop_last and len(data) > batch_size
@@ -85,14 +102,24 @@ class BatchLoader:
         return torch.randperm(len(self.data), generator=_generator(self.seed, epoch))
 
     def batches(self, epoch: int = 0, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """The batches of ``epoch``, beginning at batch index ``start``."""
+        """The batches (this rank's shards of them) of ``epoch``, beginning at batch index ``start``."""
         order = self.order(epoch)
         for b in range(start, len(self)):
             index = order[b * self.batch_size:(b + 1) * self.batch_size]
-            yield self.prepare(self.data.images[index], epoch, b), self.data.labels[index].to(self.device)
+            rows = shard_slice(len(index), *self.shard)
+            images = self.prepare(self.data.images[index[rows]], epoch, b, rows=rows, total=len(index))
+            yield images, self.data.labels[index[rows]].to(self.device)
 
-    def prepare(self, images: torch.Tensor, epoch: int = 0, batch: int = 0) -> torch.Tensor:
-        """uint8 (N, C, H, W) -> normalized float at the loader's resolution and channels."""
+    def shard_fraction(self, batch: int) -> float:
+        """This rank's share of the images of global batch ``batch`` (1.0 when not sharded)."""
+        count = min(self.batch_size, len(self.data) - batch * self.batch_size)
+        rows = shard_slice(count, *self.shard)
+        return (rows.stop - rows.start) / count
+
+    def prepare(self, images: torch.Tensor, epoch: int = 0, batch: int = 0, *, rows: slice = slice(None),
+                total: int | None = None) -> torch.Tensor:
+        """uint8 (N, C, H, W) -> normalized float at the loader's resolution and channels; ``images``
+        are ``rows`` of a batch of ``total`` (for the augmentation's draws)."""
         x = images.to(self.device, non_blocking=True).float().div_(255)
         if x.shape[1] != self.channels:
             luma = torch.tensor([0.299, 0.587, 0.114], device=x.device).view(1, 3, 1, 1)
@@ -101,5 +128,5 @@ class BatchLoader:
             x = F.interpolate(x, size=(self.resolution, self.resolution), mode="bilinear",
                               align_corners=False, antialias=x.shape[-1] > self.resolution)
         if self.augment is not None:
-            x = random_crop_flip(x, self.augment, _generator(self.seed, epoch, batch, 1))
+            x = random_crop_flip(x, self.augment, _generator(self.seed, epoch, batch, 1), rows, total)
         return (x - self.mean) / self.std

@@ -36,7 +36,7 @@ def synthetic_arrays(count: int, *, num_classes: int = 10, resolution: int = 32,
     return ImageArrays(torch.from_numpy(images), torch.from_numpy(labels.astype(np.int64)))
 
 
-def _soft(distance: np.ndarray, edge: float) -> np.ndarray:
+def _soft(distance: np.ndarray, edge: float | np.ndarray) -> np.ndarray:
     """Anti-aliased inside test: 1 well inside (distance > 0), 0 outside."""
     return 1.0 / (1.0 + np.exp(-np.clip(distance / edge, -30, 30)))
 

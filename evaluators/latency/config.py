@@ -3,12 +3,11 @@ search and refine commands call."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from evaluators.latency.evaluator import LutLatency, MeasuredLatency
-from evaluators.latency.protocol import LatencyProtocol
+from evaluators.latency.protocol import LatencyProtocol, default_table_name
 from evaluators.latency.table import LatencyTable
 from search_spaces.errors import ConfigError
 
@@ -29,6 +28,9 @@ class LatencyConfig:
     statistic: str = "median"  # median | min | mean
     timer: str = "wall"  # wall | thread_cpu
     drift_correction: str = "auto"  # reference | none | auto (reference on cpu, else none)
+    runtime: str = "torch"  # torch (eager) | onnxruntime (exported, timed in an InferenceSession)
+    ort_optimization: str | None = None  # disable|basic|extended|all (onnxruntime; null: all)
+    ort_provider: str | None = None  # onnxruntime execution provider (null: CPUExecutionProvider)
     mode: str = "lut"  # lut: predicted by a lookup table | measure: every spec timed end to end
     table: str | None = None  # table file; null: <tables_dir>/<device>-t<threads>-b<batch>-r<res>.json
     tables_dir: str = "tables"
@@ -39,6 +41,9 @@ class LatencyConfig:
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first bad setting outside the protocol's own."""
+        if not self.device:
+            raise ConfigError("latency.device: required; give the device's name, "
+                              "e.g. latency.device=pixel7-tflite")
         if self.mode not in MODES:
             raise ConfigError(f"latency.mode: must be one of {', '.join(MODES)}, got {self.mode!r}")
         if isinstance(self.fit_rounds, bool) or not isinstance(self.fit_rounds, int) or self.fit_rounds < 1:
@@ -61,6 +66,9 @@ class LatencyConfig:
             statistic=self.statistic,
             timer=self.timer,
             drift_correction=self.drift_correction,
+            runtime=self.runtime,
+            ort_optimization=self.ort_optimization,
+            ort_provider=self.ort_provider,
         )
 
     def table_path(self, resolution: int) -> Path:
@@ -68,20 +76,6 @@ class LatencyConfig:
         if self.table:
             return Path(self.table)
         return Path(self.tables_dir) / default_table_name(self.protocol(resolution))
-
-
-def default_table_name(protocol: LatencyProtocol) -> str:
-    """``<device>-t<threads>-b<batch>-r<resolution>[-cl][-cputime][-nodrift].json``
-    (``-nodrift``: a CPU table without drift correction)."""
-    device = re.sub(r"[^A-Za-z0-9._+-]", "", protocol.device)
-    name = f"{device}-t{protocol.threads}-b{protocol.batch_size}-r{protocol.resolution}"
-    if protocol.memory_format == "channels_last":
-        name += "-cl"
-    if protocol.timer == "thread_cpu":
-        name += "-cputime"
-    if protocol.device == "cpu" and protocol.drift_correction == "none":
-        name += "-nodrift"
-    return name + ".json"
 
 
 def latency_evaluator(cfg: LatencyConfig, resolution: int) -> LutLatency | MeasuredLatency:

@@ -14,13 +14,17 @@ One row per layer configuration. Columns (header names, any order):
 ``device`` ...      protocol columns: ``device``, ``threads``, ``batch_size``,
                     ``input_resolution`` (the network's input), ``memory_format``,
                     ``warmup``, ``runs``, ``statistic``, ``timer``,
-                    ``drift_correction`` (``none`` for devices measured elsewhere)
+                    ``drift_correction`` (``none`` for devices measured elsewhere),
+                    ``runtime`` (``torch`` or ``onnxruntime``), ``ort_optimization``,
+                    ``ort_provider`` (``-`` for torch)
 ==================  ===================================================================
 
 A row whose ``key`` is ``overhead`` sets the per-network overhead (ms) added to every
-prediction (otherwise 0: a plain sum of layer rows). Reading and importing such a CSV into a
-table is :mod:`evaluators.latency.csv_io`; this module depends on no table, so that a table can
-write the layers it lacks (see :meth:`~evaluators.latency.table.LatencyTable.build`).
+prediction (otherwise 0: a plain sum of layer rows); one whose ``key`` is ``scale`` (its
+``latency_ms`` cell a factor) sets the factor on the sum of layers (otherwise 1). Reading and
+importing such a CSV into a table is :mod:`evaluators.latency.csv_io`; this module depends on
+no table, so that a table can write the layers it lacks (see
+:meth:`~evaluators.latency.table.LatencyTable.build`).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from search_spaces.serialize import atomic_write_text
 from search_spaces.spec import Layer
 
 OVERHEAD_KEY = "overhead"
+SCALE_KEY = "scale"
 LATENCY_COLUMN = "latency_ms"
 # CSV column -> protocol field
 PROTOCOL_COLUMNS = {
@@ -50,6 +55,9 @@ PROTOCOL_COLUMNS = {
     "statistic": "statistic",
     "timer": "timer",
     "drift_correction": "drift_correction",
+    "runtime": "runtime",
+    "ort_optimization": "ort_optimization",
+    "ort_provider": "ort_provider",
 }
 COLUMNS = ("key", *FIELD_COLUMNS, "input_shape", LATENCY_COLUMN, *PROTOCOL_COLUMNS)
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from evaluators.latency.csv_format import COLUMNS, LATENCY_COLUMN, OVERHEAD_KEY, PROTOCOL_COLUMNS
+from evaluators.latency.csv_format import COLUMNS, LATENCY_COLUMN, OVERHEAD_KEY, PROTOCOL_COLUMNS, SCALE_KEY
 from evaluators.latency.fit import OverheadFit
 from evaluators.latency.keys import FIELD_COLUMNS, compose_key, layer_from_key
 from evaluators.latency.protocol import EXTERNAL, LatencyProtocol
@@ -54,6 +54,7 @@ class _Contents:
     skipped: int
     cells: dict[str, dict[Any, int]]
     gaps: set[str]
+    scale: float | None = None
 
 
 def read_latency_csv(
@@ -90,8 +91,9 @@ def import_csv(
         _require_stated_protocol(csv_path, table, contents, measured)
     had_fit = table.fit.fitted
     replaced = table.add_rows(contents.rows, source=ImportRecord(csv_path.name, source), save=False)
-    if contents.overhead is not None:
-        table.set_fit(OverheadFit(overhead_ms=contents.overhead), save=False)
+    if contents.overhead is not None or contents.scale is not None:
+        fit = OverheadFit(scale=contents.scale or 1.0, overhead_ms=contents.overhead or 0.0)
+        table.set_fit(fit, save=False)
     table.save()
     return ImportSummary(
         rows=len(contents.rows), skipped=contents.skipped, overhead_ms=contents.overhead, table=table.path,
@@ -118,14 +120,20 @@ def _read_csv(path: Path, protocol: LatencyProtocol) -> _Contents:
                 continue
             key = _row_key(values, where)
             # a row without a figure, or the overhead, need not state the protocol
-            counted = bool(values[LATENCY_COLUMN]) and key != OVERHEAD_KEY
+            counted = bool(values[LATENCY_COLUMN]) and key not in (OVERHEAD_KEY, SCALE_KEY)
             _collect_cells(values, protocol, where, reader.line_num, contents, counted)
             if not values[LATENCY_COLUMN]:
                 contents.skipped += 1
                 continue
-            ms = _latency(values[LATENCY_COLUMN], where)
+            ms = _latency(values[LATENCY_COLUMN], where, signed=key == OVERHEAD_KEY)
             if key == OVERHEAD_KEY:
                 contents.overhead = ms
+                continue
+            if key == SCALE_KEY:
+                if not ms > 0:
+                    raise LatencyError(f"{where}: the scale row's {LATENCY_COLUMN} must be a factor > 0, "
+                                       f"got {ms}")
+                contents.scale = ms
                 continue
             if key in contents.rows and contents.rows[key] != ms:
                 raise LatencyError(
@@ -155,7 +163,7 @@ def _check_header(path: Path, header: list[str]) -> None:
 
 def _row_key(values: dict[str, str], where: str) -> str:
     key = values.get("key", "")
-    if key == OVERHEAD_KEY:
+    if key in (OVERHEAD_KEY, SCALE_KEY):
         return key
     fields = [values.get(name, "") for name in FIELD_COLUMNS]
     if any(fields):
@@ -174,12 +182,13 @@ def _row_key(values: dict[str, str], where: str) -> str:
     return key
 
 
-def _latency(text: str, where: str) -> float:
+def _latency(text: str, where: str, *, signed: bool = False) -> float:
+    """The number in a latency cell; ``signed``: the fitted overhead, which may be negative."""
     try:
         ms = float(text)
     except ValueError:
         raise LatencyError(f"{where}: {LATENCY_COLUMN} {text!r} is not a number of milliseconds") from None
-    if not math.isfinite(ms) or ms < 0:
+    if not math.isfinite(ms) or (ms < 0 and not signed):
         raise LatencyError(f"{where}: {LATENCY_COLUMN} must be a finite number >= 0, got {text}")
     return ms
 

@@ -68,7 +68,7 @@ class SpeedReference:
         them)."""
         for _ in range(5):
             self.time_ms(clock)
-        times = []
+        times: list[float] = []
         deadline = time.monotonic() + CALIBRATION_S
         while time.monotonic() < deadline or len(times) < 20:
             times.append(self.time_ms(clock))

@@ -13,7 +13,7 @@ KEY = re.compile(r"^(stem|block|head):r(\d+):c(\d+):(\S+)$")
 _FILLER_BLOCK = "ir_k3_e16_c16_s1_re"  # completes a spec string around a lone stem or head token
 
 
-def compose_key(kind: str, resolution: int, in_channels: int, op: str) -> str:
+def compose_key(kind: str, resolution: int | str, in_channels: int | str, op: str) -> str:
     """The key of a layer given by its fields (``op`` is the layer's spec token)."""
     return f"{kind}:r{resolution}:c{in_channels}:{op}"
 

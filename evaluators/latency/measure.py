@@ -31,9 +31,10 @@ import gc
 import math
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,6 +42,7 @@ from torch import nn
 from tqdm import tqdm
 
 from evaluators.latency.drift import calibrated_reference_ms, clock_for, corrected_runs, speed_reference
+from evaluators.latency.onnxruntime_backend import export_key, onnxruntime_runner
 from evaluators.latency.protocol import LatencyProtocol, local_fingerprint
 from search_spaces.builder import build_layer, build_model, init_weights
 from search_spaces.errors import LatencyError
@@ -80,7 +82,7 @@ def check_measurable(protocol: LatencyProtocol) -> None:
             f"device {protocol.device!r} is not this machine, so its latencies cannot be measured here; "
             "measure them on the device and import them (mobilenas lut action=import csv=...)"
         )
-    here = local_fingerprint(protocol.device)
+    here = local_fingerprint(protocol.device, protocol.runtime)
     if protocol.fingerprint != here:
         raise LatencyError(
             f"the protocol was recorded on another machine ({protocol.fingerprint}); this machine is "
@@ -193,7 +195,7 @@ def _settings(protocol: LatencyProtocol) -> Iterator[None]:
 
 def _prepare(
     target: Target, protocol: LatencyProtocol, input_shape: tuple[int, ...] | None
-) -> tuple[nn.Module, torch.Tensor]:
+) -> tuple[nn.Module | Callable[[Any], Any], Any]:
     batch = protocol.batch_size
     with torch.random.fork_rng(devices=[]):  # building modules must not move the global RNG
         if isinstance(target, ArchSpec):
@@ -203,7 +205,7 @@ def _prepare(
                     f"{protocol.resolution}; measure at the spec's resolution or change the spec"
                 )
             module: nn.Module = build_model(target)
-            shape = (batch, target.in_channels, target.resolution, target.resolution)
+            shape: tuple[int, ...] = (batch, target.in_channels, target.resolution, target.resolution)
         elif isinstance(target, Layer):
             module = build_layer(target)
             init_weights(module)
@@ -218,16 +220,18 @@ def _prepare(
                 f"cannot measure a {type(target).__name__}; expected ArchSpec, Layer or nn.Module"
             )
     x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    if protocol.runtime == "onnxruntime":  # exported and timed in an InferenceSession
+        return onnxruntime_runner(module, x, protocol, key=export_key(target))
     memory_format = (
         torch.channels_last if protocol.memory_format == "channels_last" else torch.contiguous_format
     )
-    module = module.eval().to(device=protocol.device, memory_format=memory_format)
+    module = module.eval().to(device=protocol.device, memory_format=memory_format)  # type: ignore[call-overload]
     x = x.to(device=protocol.device, memory_format=memory_format if x.dim() == 4 else torch.contiguous_format)
     return module, x
 
 
 def _timed_runs(
-    module: nn.Module,
+    module: nn.Module | Callable[[Any], Any],
     x: torch.Tensor,
     warmup: int,
     runs: int,
@@ -264,7 +268,7 @@ def _timed_runs(
 
 def _summarize(samples: list[float], protocol: LatencyProtocol, reference_ms: float | None) -> LatencyResult:
     runs = np.asarray(samples, dtype=float)
-    statistic = {"median": np.median, "min": np.min, "mean": np.mean}[protocol.statistic]
+    statistic = getattr(np, protocol.statistic)  # median | min | mean (validated by the protocol)
     q25, q50, q75 = np.percentile(runs, [25, 50, 75])
     return LatencyResult(
         ms=float(statistic(runs)),

@@ -7,6 +7,10 @@ tables carry it, and a table is never used under another protocol.
 
 Devices are ``cpu``, ``cuda`` or ``cuda:N`` (this machine; ``cuda`` means ``cuda:0``), or any
 other name (``pixel7-tflite``) for a device measured elsewhere whose figures are imported.
+
+The runtime is ``torch`` (eager PyTorch) or ``onnxruntime`` (the network or layer exported with
+the project's ONNX exporter and run in an ``onnxruntime.InferenceSession``: see
+:mod:`evaluators.latency.kit_bench` for the session settings); tables of the two never mix.
 """
 
 from __future__ import annotations
@@ -27,6 +31,10 @@ MEMORY_FORMATS = ("contiguous", "channels_last")
 STATISTICS = ("median", "min", "mean")
 TIMERS = ("wall", "thread_cpu")
 DRIFT_CORRECTIONS = ("reference", "none")
+RUNTIMES = ("torch", "onnxruntime")
+ORT_OPTIMIZATIONS = ("disable", "basic", "extended", "all")  # onnxruntime graph optimization levels
+ORT_PROVIDER = re.compile(r"^[A-Za-z][A-Za-z0-9]*ExecutionProvider$")
+NOT_APPLICABLE = "-"  # the onnxruntime fields of a torch protocol
 
 
 @dataclass(frozen=True)
@@ -34,7 +42,7 @@ class Fingerprint:
     """What identifies the machine a figure was measured on."""
 
     host: str  # CPU model and logical core count, or "external"
-    accelerator: str  # GPU name and CUDA version, or "-"
+    accelerator: str  # GPU name and CUDA version, "onnxruntime <version>" (runtime onnxruntime), or "-"
     torch: str  # torch version, or "-" for external devices
 
     def __str__(self) -> str:
@@ -68,12 +76,21 @@ def cpu_model() -> str:
 
 
 @cache
-def local_fingerprint(device: str) -> Fingerprint:
-    """The fingerprint of this machine for a local ``device`` (``cpu`` or ``cuda:N``)."""
+def local_fingerprint(device: str, runtime: str = "torch") -> Fingerprint:
+    """The fingerprint of this machine for a local ``device`` (``cpu`` or ``cuda:N``) and
+    ``runtime`` (onnxruntime: its version is part of the machine)."""
     import torch
 
     host = f"{cpu_model()} x{os.cpu_count() or 1}"
     accelerator = "-"
+    if runtime == "onnxruntime":
+        try:
+            import onnxruntime
+        except ImportError:
+            raise ConfigError(
+                "latency.runtime: onnxruntime is not installed here (pip install onnxruntime)"
+            ) from None
+        accelerator = f"onnxruntime {onnxruntime.__version__}"
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
             raise ConfigError(
@@ -113,6 +130,13 @@ class LatencyProtocol:
     ``drift_correction``: ``reference`` scales every run by the speed of a fixed reference
     workload timed next to it (CPU only; see :mod:`evaluators.latency.drift`), ``none`` takes
     the runs as they are; ``auto`` (the default) is ``reference`` on ``cpu``, else ``none``.
+
+    ``runtime="onnxruntime"``: the timed call is ``session.run`` of an ``InferenceSession`` on
+    the exported model (``threads`` intra-op threads, 1 inter-op thread, sequential execution,
+    graph optimization ``ort_optimization``, execution provider ``ort_provider``, denormals as
+    zero) on a fixed float32 input; the figure is stopwatch milliseconds (wall clock, no drift
+    correction), contiguous input. ``ort_*`` default to ``all`` and ``CPUExecutionProvider``
+    and are ``-`` for torch.
     """
 
     device: str = "cpu"
@@ -125,6 +149,9 @@ class LatencyProtocol:
     statistic: str = "median"
     timer: str = "wall"
     drift_correction: str = "auto"
+    runtime: str = "torch"
+    ort_optimization: str | None = None
+    ort_provider: str | None = None
     fingerprint: Fingerprint | None = None
 
     def __post_init__(self) -> None:
@@ -143,8 +170,11 @@ class LatencyProtocol:
         _check_int("runs", self.runs, 1)
         _check_choice("statistic", self.statistic, STATISTICS)
         _check_choice("timer", self.timer, TIMERS)
+        _check_choice("runtime", self.runtime, RUNTIMES)
+        self._check_runtime()
         if self.drift_correction == "auto":
-            object.__setattr__(self, "drift_correction", "reference" if self.device == "cpu" else "none")
+            correct = self.device == "cpu" and self.runtime == "torch"
+            object.__setattr__(self, "drift_correction", "reference" if correct else "none")
         _check_choice("drift_correction", self.drift_correction, (*DRIFT_CORRECTIONS, "auto"))
         if self.drift_correction == "reference" and self.device != "cpu":
             raise ConfigError(
@@ -157,12 +187,43 @@ class LatencyProtocol:
                 f"threads=1, got device={self.device} threads={self.threads}"
             )
         if self.fingerprint is None:
-            fingerprint = local_fingerprint(self.device) if self.local else EXTERNAL
+            fingerprint = local_fingerprint(self.device, self.runtime) if self.local else EXTERNAL
             object.__setattr__(self, "fingerprint", fingerprint)
         elif isinstance(self.fingerprint, dict):
             object.__setattr__(self, "fingerprint", _fingerprint_from(self.fingerprint))
         elif not isinstance(self.fingerprint, Fingerprint):
             raise ConfigError(f"latency.fingerprint: expected a Fingerprint, got {self.fingerprint!r}")
+
+    def _check_runtime(self) -> None:
+        """Resolve and check the ``ort_*`` fields and what onnxruntime timing cannot do."""
+        if self.runtime == "torch":
+            for name in ("ort_optimization", "ort_provider"):
+                if getattr(self, name) not in (None, NOT_APPLICABLE):
+                    raise ConfigError(f"latency.{name}: applies to runtime=onnxruntime only, got "
+                                      f"{getattr(self, name)!r} with runtime=torch (leave it null)")
+                object.__setattr__(self, name, NOT_APPLICABLE)
+            return
+        if self.ort_optimization in (None, NOT_APPLICABLE):
+            object.__setattr__(self, "ort_optimization", "all")
+        if self.ort_provider in (None, NOT_APPLICABLE):
+            object.__setattr__(self, "ort_provider", "CPUExecutionProvider")
+        _check_choice("ort_optimization", self.ort_optimization, ORT_OPTIMIZATIONS)
+        if not isinstance(self.ort_provider, str) or not ORT_PROVIDER.match(self.ort_provider):
+            raise ConfigError("latency.ort_provider: must name an onnxruntime execution provider (e.g. "
+                              f"CPUExecutionProvider, XnnpackExecutionProvider), got {self.ort_provider!r}")
+        problems = [
+            (self.device.startswith("cuda"),
+             f"device: {self.device} is not supported (use cpu or an external device name)"),
+            (self.device == "cpu" and self.ort_provider != "CPUExecutionProvider",
+             f"ort_provider: {self.ort_provider} is not this machine's CPU (use CPUExecutionProvider)"),
+            (self.memory_format != "contiguous", "memory_format: must be contiguous"),
+            (self.timer != "wall", "timer: must be wall (stopwatch milliseconds)"),
+            (self.drift_correction == "reference", "drift_correction: must be none or auto (stopwatch "
+                                                   "milliseconds, not corrected)"),
+        ]
+        for bad, message in problems:
+            if bad:
+                raise ConfigError(f"latency.{message} with runtime=onnxruntime")
 
     @property
     def local(self) -> bool:
@@ -175,19 +236,27 @@ class LatencyProtocol:
         if not self.local:
             return False
         try:
-            return self.fingerprint == local_fingerprint(self.device)
+            return self.fingerprint == local_fingerprint(self.device, self.runtime)
         except ConfigError:
             return False
 
     def replace(self, **changes: Any) -> LatencyProtocol:
         data = {f.name: getattr(self, f.name) for f in fields(self)}
-        if "device" in changes:  # what depends on the device is resolved again
+        if "device" in changes or "runtime" in changes:  # what depends on them is resolved again
             data["fingerprint"] = None
             data["drift_correction"] = "auto"
+        if "runtime" in changes:
+            data["ort_optimization"] = data["ort_provider"] = None
         return LatencyProtocol(**{**data, **changes})
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields as a mapping; a torch protocol leaves out the runtime fields (the files of
+        tables measured before onnxruntime existed stay as they are)."""
+        data = asdict(self)
+        if self.runtime == "torch":
+            for name in RUNTIME_FIELDS:
+                del data[name]
+        return data
 
     @classmethod
     def from_dict(cls, data: Any) -> LatencyProtocol:
@@ -195,7 +264,7 @@ class LatencyProtocol:
         if not isinstance(data, dict):
             raise ConfigError(f"latency protocol: expected a mapping, got {type(data).__name__}")
         names = {f.name for f in fields(cls)}
-        unknown, missing = set(data) - names, names - set(data)
+        unknown, missing = set(data) - names, names - set(data) - set(RUNTIME_FIELDS)
         if unknown or missing:
             raise ConfigError(
                 f"latency protocol: unknown field(s) {sorted(unknown)}, missing field(s) "
@@ -220,11 +289,33 @@ class LatencyProtocol:
             "thread_cpu": "thread CPU time",
         }[self.timer]
         drift = ", drift-corrected" if self.drift_correction == "reference" else ""
+        runtime = (f", onnxruntime InferenceSession ({self.ort_provider}, graph optimization "
+                   f"{self.ort_optimization})" if self.runtime == "onnxruntime" else "")
         return (
             f"{self.device} [{self.fingerprint}], {threads}, batch {self.batch_size}, "
             f"{self.resolution}x{self.resolution}, {self.memory_format}, {self.warmup} warm-up, "
-            f"{self.runs} runs, {self.statistic}, {clock}{drift}"
+            f"{self.runs} runs, {self.statistic}, {clock}{drift}{runtime}"
         )
+
+
+RUNTIME_FIELDS = ("runtime", "ort_optimization", "ort_provider")  # optional in files (default: torch)
+
+
+def default_table_name(protocol: LatencyProtocol) -> str:
+    """``<device>-t<threads>-b<batch>-r<resolution>[-cl][-cputime][-nodrift][-ort].json``
+    (``-nodrift``: a torch CPU table without drift correction; ``-ort``: runtime onnxruntime,
+    with ``-<level>`` unless its graph optimization is ``all``)."""
+    device = re.sub(r"[^A-Za-z0-9._+-]", "", protocol.device)
+    name = f"{device}-t{protocol.threads}-b{protocol.batch_size}-r{protocol.resolution}"
+    if protocol.memory_format == "channels_last":
+        name += "-cl"
+    if protocol.timer == "thread_cpu":
+        name += "-cputime"
+    if protocol.device == "cpu" and protocol.runtime == "torch" and protocol.drift_correction == "none":
+        name += "-nodrift"
+    if protocol.runtime == "onnxruntime":
+        name += "-ort" + ("" if protocol.ort_optimization == "all" else f"-{protocol.ort_optimization}")
+    return name + ".json"
 
 
 def _fingerprint_from(data: dict[str, Any]) -> Fingerprint:

@@ -48,7 +48,7 @@ from evaluators.latency.csv_format import export_layers_csv
 from evaluators.latency.fit import OverheadFit, fit_scale_overhead
 from evaluators.latency.keys import KEY
 from evaluators.latency.measure import LatencyResult, measure_many
-from evaluators.latency.protocol import LatencyProtocol
+from evaluators.latency.protocol import LatencyProtocol, default_table_name
 from search_spaces.errors import ConfigError, LatencyError
 from search_spaces.serialize import atomic_write_text
 from search_spaces.spec import ArchSpec, Layer
@@ -128,6 +128,13 @@ class LatencyTable:
         table = cls.read(path)
         if table.protocol != protocol:
             diffs = "; ".join(table.protocol.differences(protocol))
+            if table.protocol.runtime != protocol.runtime:
+                raise LatencyError(
+                    f"{path}: the table was measured with runtime={table.protocol.runtime}, not "
+                    f"runtime={protocol.runtime} ({diffs}; table vs requested); runtimes never share a "
+                    f"table: use {path.with_name(default_table_name(protocol))} (or another latency.table) "
+                    f"for runtime={protocol.runtime}"
+                )
             raise LatencyError(
                 f"{path}: the table was measured under another protocol ({diffs}; table vs requested). "
                 f"A table is never used for another protocol: point latency.table to a table for this "

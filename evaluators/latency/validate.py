@@ -113,7 +113,7 @@ class ValidationReport:
             "max_error": self.max_error,
             "spearman": self.spearman,
             "seconds": self.seconds,
-            **({"table_fit": self.table_fit_report().to_dict()} if self.table_fit is not None else {}),
+            **({"table_fit": report.to_dict()} if (report := self.table_fit_report()) is not None else {}),
             "specs": [
                 {"spec": s, "predicted_ms": p, "measured_ms": m, "measured_iqr_ms": q}
                 for s, p, m, q in zip(

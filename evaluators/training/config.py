@@ -19,10 +19,16 @@ class TrainConfig:
     The budget is ``steps`` optimizer steps when set, else ``epochs`` epochs. The defaults are
     ``conf/trainer/fast.yaml`` (RMSProp, cosine, no label smoothing: quickest to learn in short
     CPU runs); ``v3_recipe.yaml`` holds the paper's recipe.
+
+    Under ``torchrun --nproc_per_node=N`` (:mod:`evaluators.training.distributed`) ``batch_size`` is
+    the global batch and the run's steps, learning rates and warm-up are those of one process with
+    that batch: scaling to more GPUs changes nothing in the config. To train with a larger global
+    batch, scale ``lr`` linearly with it (the V3 recipe: 0.1 at batch 4096) and keep ``warmup_epochs``.
     """
 
     epochs: int = 10
     steps: int | None = None
+    # the GLOBAL batch: under torchrun each of the N processes takes batch_size / N images of it
     batch_size: int = 128
     optimizer: str = "rmsprop"  # rmsprop | sgd (Nesterov when nesterov=true)
     lr: float = 0.001
@@ -48,6 +54,9 @@ class TrainConfig:
     eval_every: int = 0  # steps between validations; 0: at the end of each epoch
     checkpoint_every: int = 0  # steps between checkpoints; 0: at the end of each epoch
     progress: bool = True  # tqdm progress bar
+    # torchrun on CUDA: SyncBatchNorm (statistics of the global batch); false: each process normalizes
+    # its own shard of the batch (ghost batch norm of batch_size / N images)
+    sync_bn: bool = False
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first bad field."""

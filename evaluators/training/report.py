@@ -55,7 +55,7 @@ def plot_learning_curve(history: Sequence[dict[str, float]], path: str | Path, *
     acc_axis.plot(steps, [100 * h["val_top1"] for h in history], "^-", color="tab:red", label="val top-1 %")
     acc_axis.set_ylabel("top-1 (%)")
     lines = loss_axis.get_lines() + acc_axis.get_lines()
-    loss_axis.legend(lines, [line.get_label() for line in lines], loc="center right")
+    loss_axis.legend(lines, [str(line.get_label()) for line in lines], loc="center right")
     loss_axis.set_title(title)
     fig.tight_layout()
     try:

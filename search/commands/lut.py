@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
 
 from evaluators.latency import (
     LatencyConfig,
@@ -21,29 +20,56 @@ from evaluators.latency import (
     space_fit_specs,
     validate_table,
 )
-from search.config import typed
+from evaluators.latency.kit import export_kit
 from search_spaces.config import SpaceConfig, build_space
 from search_spaces.errors import ConfigError
+from search_spaces.limits import SpecLimits
 from search_spaces.serialize import atomic_write_text
 from search_spaces.space import SearchSpace, sample_specs
 from search_spaces.spec import ArchSpec
 
-ACTIONS = ("build", "validate", "import", "export-layers", "info")
+ACTIONS = ("build", "validate", "import", "export-layers", "export-kit", "info")
 
 
 @dataclass
 class LutConfig:
-    action: str = "build"
-    resolution: int = 224
-    num_classes: int = 1000
-    csv: str | None = None
+    """``mobilenas lut``'s config (conf/lut.yaml); ``mobilenas lut --help`` explains the actions."""
+
+    limits: SpecLimits = field(default_factory=SpecLimits)
+    space: SpaceConfig = field(default_factory=SpaceConfig)
+    latency: LatencyConfig = field(default_factory=LatencyConfig)
+    action: str = "build"  # build | validate | import | export-layers | export-kit | info
+    resolution: int = 224  # network input resolution of the table
+    num_classes: int = 1000  # classes of the space's head
+    csv: str | None = None  # import: CSV to read; export-layers: CSV to write (null: <run dir>/layers.csv)
+    out: str | None = None  # export-kit: the new folder of the device kit (null: <run dir>/kit)
+    # import into a table holding rows measured on this machine, although the CSV lacks protocol columns or
+    # states another protocol: the rows keep the CSV's protocol and a fit of replaced rows is dropped;
+    # false: such a CSV is refused (give it the protocol columns, see export-layers)
     replace_measured: bool = False
+    # fit the overhead on the seed + fit_specs-1 samples of the space (+ the V3 references at 4 widths),
+    # timed end to end; 0: no fit
     fit_specs: int = 8
-    specs: int = 30
-    rounds: int = 10
+    specs: int = 30  # validate: specs sampled from the space (none of the fit specs)
+    rounds: int = 10  # validate: interleaved measuring rounds (spreads each network over the run)
+    # validate: time the fit networks alongside and fit scale+overhead on them, so the figures test the
+    # rows, not the machine's drift since the table's fit; false: the stored fit only
     session_fit: bool = True
-    seed: int = 0
-    progress: bool = True
+    seed: int = 0  # sampling seed (validation: seed; fit: seed + 1)
+    progress: bool = True  # progress bars
+
+    def validate(self) -> None:
+        self.latency.validate()
+        if self.action not in ACTIONS:
+            raise ConfigError(f"lut.action: {self.action!r} is not one of {', '.join(ACTIONS)}")
+        if self.fit_specs < 0:
+            raise ConfigError(f"lut.fit_specs: must be >= 0 (0: no fit), got {self.fit_specs}")
+        for name in ("specs", "rounds"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"lut.{name}: must be >= 1, got {getattr(self, name)}")
+
+
+CONFIG = LutConfig
 
 
 @dataclass
@@ -58,28 +84,18 @@ class _Job:
     run_dir: Path
 
 
-def run(cfg: DictConfig) -> None:
-    latency = typed(cfg.latency, LatencyConfig, "latency")
-    space_cfg = typed(cfg.space, SpaceConfig, "space")
-    options = typed({k: v for k, v in cfg.items() if k not in ("latency", "space")}, LutConfig, "lut")
-    if options.action not in ACTIONS:
-        raise ConfigError(f"lut.action: {options.action!r} is not one of {', '.join(ACTIONS)}")
-    if options.fit_specs < 0:
-        raise ConfigError(f"lut.fit_specs: must be >= 0 (0: no fit), got {options.fit_specs}")
-    for name in ("specs", "rounds"):
-        if getattr(options, name) < 1:
-            raise ConfigError(f"lut.{name}: must be >= 1, got {getattr(options, name)}")
+def run(options: LutConfig) -> None:
+    latency = options.latency
     job = _Job(
         options=options,
         latency=latency,
-        space=build_space(space_cfg, num_classes=options.num_classes, resolution=options.resolution),
+        space=build_space(options.space, num_classes=options.num_classes, resolution=options.resolution),
         protocol=latency.protocol(options.resolution),
         path=latency.table_path(options.resolution),
         run_dir=Path(HydraConfig.get().runtime.output_dir),
     )
-    {"build": _build, "validate": _validate, "import": _import, "export-layers": _export, "info": _info}[
-        options.action
-    ](job)
+    {"build": _build, "validate": _validate, "import": _import, "export-layers": _export,
+     "export-kit": _export_kit, "info": _info}[options.action](job)
 
 
 def _build(job: _Job) -> None:
@@ -143,6 +159,21 @@ def _export(job: _Job) -> None:
         f"wrote {len(layers)} layer configurations of the space to {out}\n"
         f"protocol: {job.protocol.describe()}\nmeasure each on the device, fill in latency_ms, then: "
         f"mobilenas lut action=import csv={out} latency.device={job.protocol.device}"
+    )
+
+
+def _export_kit(job: _Job) -> None:
+    protocol = job.protocol  # the kit is timed in onnxruntime whatever latency.runtime says
+    if protocol.runtime != "onnxruntime":
+        protocol = protocol.replace(runtime="onnxruntime")
+    out = Path(job.options.out) if job.options.out else job.run_dir / "kit"
+    kit = export_kit(list(job.space.layers()), _fit_specs(job), protocol, out, progress=job.options.progress)
+    print(
+        f"wrote a device kit for {kit.layers} layers and {kit.networks} fit networks to {out} "
+        f"({kit.layers + kit.networks} ONNX models, {kit.bytes / 2**20:.1f} MiB)\n"
+        f"protocol: {protocol.describe()}\n"
+        f"on the device (Python, numpy, onnxruntime): python bench.py --device <name>; it prints the import "
+        f"command (mobilenas lut action=import csv=... latency=onnxruntime latency.device=<name> ...)"
     )
 
 

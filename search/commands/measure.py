@@ -2,31 +2,38 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
-from omegaconf import DictConfig
-
-from evaluators.latency import LatencyConfig, latency_evaluator, measure_many
+from evaluators.latency import LatencyConfig, LutLatency, latency_evaluator, measure_many
 from search.arch import arch_label, resolve_arch
-from search.config import typed
 from search_spaces.errors import ConfigError
+from search_spaces.limits import SpecLimits
 
 
 @dataclass
 class MeasureConfig:
-    arch: str = "mobilenet_v3_large"
-    width_mult: float = 1.0
-    num_classes: int | None = None
-    resolution: int | None = None
-    rounds: int = 1
-    predict: bool = False
+    """``mobilenas measure``'s config (conf/measure.yaml)."""
+
+    limits: SpecLimits = field(default_factory=SpecLimits)
+    latency: LatencyConfig = field(default_factory=LatencyConfig)
+    arch: str = "mobilenet_v3_large"  # reference name, spec file (.json/.yaml/.txt) or spec string
+    width_mult: float = 1.0  # width multiplier, for reference names only
+    num_classes: int | None = None  # override the spec's classes
+    resolution: int | None = None  # override the spec's input resolution (>= 32); the protocol uses it
+    rounds: int = 1  # >1: split the runs into rounds (with a re-warm-up run each)
+    predict: bool = False  # also print the lookup table's prediction (latency.table / tables_dir)
+
+    def validate(self) -> None:
+        self.latency.validate()
+        if self.rounds < 1:
+            raise ConfigError(f"measure.rounds: must be >= 1, got {self.rounds}")
 
 
-def run(cfg: DictConfig) -> None:
-    latency = typed(cfg.latency, LatencyConfig, "latency")
-    options = typed({k: v for k, v in cfg.items() if k != "latency"}, MeasureConfig, "measure")
-    if options.rounds < 1:
-        raise ConfigError(f"measure.rounds: must be >= 1, got {options.rounds}")
+CONFIG = MeasureConfig
+
+
+def run(options: MeasureConfig) -> None:
+    latency = options.latency
     spec = resolve_arch(
         options.arch,
         width_mult=options.width_mult,
@@ -38,7 +45,7 @@ def run(cfg: DictConfig) -> None:
     if options.predict:  # first, so that the measurement is in the table's drift-correction unit
         table = latency_evaluator(replace(latency, mode="lut"), spec.resolution)
         predicted = table(spec)
-    unit = table.table.reference_ms if table is not None else None
+    unit = table.table.reference_ms if isinstance(table, LutLatency) else None
     result = measure_many([spec], protocol, rounds=options.rounds, reference_ms=unit)[0]
     # the resolution is in the protocol line
     label = arch_label(options.arch, width_mult=options.width_mult, num_classes=options.num_classes)

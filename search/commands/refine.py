@@ -3,30 +3,50 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
 
+from evaluators.data import DataConfig
+from evaluators.latency import LatencyConfig
+from evaluators.training import TrainConfig
 from search.arch import resolve_arch
-from search.config import typed
 from search.netadapt import NetAdaptConfig, NetAdaptResult
 from search_spaces.errors import ConfigError
+from search_spaces.limits import SpecLimits
 from search_spaces.spec import ArchSpec
 
 log = logging.getLogger("mobilenas.refine")
 
-GROUPS = ("netadapt", "latency", "data", "trainer")
-
 
 @dataclass
 class RefineConfig:
+    """``mobilenas refine``'s config (conf/refine.yaml)."""
+
+    limits: SpecLimits = field(default_factory=SpecLimits)
+    netadapt: NetAdaptConfig = field(default_factory=NetAdaptConfig)
+    latency: LatencyConfig = field(default_factory=LatencyConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    trainer: TrainConfig = field(default_factory=TrainConfig)
+    # seed: reference name, spec file (.json/.yaml/.txt), spec string, or a train/search/refine run dir
+    # (winner.json or spec.json, weights.safetensors)
     arch: str = "mobilenet_v3_small"
-    width_mult: float = 1.0
+    width_mult: float = 1.0  # width multiplier, for reference names only
+    # seed weights: a .safetensors file or a run dir; null: the arch run dir's weights if any, else the
+    # seed is trained netadapt.pretrain_steps steps
     weights: str | None = None
-    progress: bool = True
+    progress: bool = True  # progress bar over each iteration's proposals
+
+    def validate(self) -> None:
+        self.netadapt.validate()
+        self.data.validate()
+        self.trainer.validate()
+        self.latency.validate()
+
+
+CONFIG = RefineConfig
 
 
 def resolve_seed(arch: str, *, width_mult: float = 1.0,
@@ -74,26 +94,14 @@ def report(result: NetAdaptResult, files: dict[str, Path], run_dir: Path) -> str
     return "\n".join(lines)
 
 
-def run(cfg: DictConfig) -> None:
-    from evaluators.data import DataConfig, load_dataset
-    from evaluators.training import TrainConfig
-    from search.netadapt.refine import latency_protocol, refine, write_outputs
+def run(options: RefineConfig) -> None:
+    from evaluators.data import load_dataset
+    from evaluators.latency import latency_evaluator
+    from search.netadapt.refine import refine, write_outputs
+    from search.run_record import latency_protocol
 
-    try:
-        from evaluators.latency import LatencyConfig, latency_evaluator
-    except ImportError as err:
-        raise ConfigError(f"refine needs the latency evaluators (evaluators.latency): {err}") from None
-
-    plain = OmegaConf.to_container(cfg, resolve=True)
-    assert isinstance(plain, dict)
-    options = typed({k: v for k, v in plain.items() if k not in GROUPS}, RefineConfig, "refine")
-    netadapt_cfg = typed(cfg.get("netadapt"), NetAdaptConfig, "netadapt")
-    netadapt_cfg.validate()
-    data_cfg = typed(cfg.get("data"), DataConfig, "data")
-    trainer_cfg = typed(cfg.get("trainer"), TrainConfig, "trainer")
-    latency_cfg = typed(cfg.get("latency"), LatencyConfig, "latency")
-    data_cfg.validate()
-    trainer_cfg.validate()
+    netadapt_cfg, data_cfg, trainer_cfg, latency_cfg = (options.netadapt, options.data, options.trainer,
+                                                        options.latency)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
 
     spec, weights, where = resolve_seed(options.arch, width_mult=options.width_mult, weights=options.weights)

@@ -6,10 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
 
-from search.pipeline import prepare_search, run_pipeline
+from search.pipeline import SearchConfig, prepare_search, run_pipeline
+
+CONFIG = SearchConfig
 
 
-def run(cfg: DictConfig) -> None:
+def run(cfg: SearchConfig) -> None:
     run_pipeline(prepare_search(cfg), Path(HydraConfig.get().runtime.output_dir))

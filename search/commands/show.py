@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from omegaconf import DictConfig
+from dataclasses import dataclass, field
 
 from evaluators.cost import count_cost, layer_costs
 from search.arch import arch_label, resolve_arch
-from search.config import typed
 from search_spaces import serialize
 from search_spaces.errors import ConfigError
+from search_spaces.limits import SpecLimits
 from search_spaces.printout import LAYER_COLUMNS, format_columns, layer_rows
 from search_spaces.reference import PAPER_FIGURES
 from search_spaces.spec import ArchSpec
@@ -20,11 +18,24 @@ FORMATS = ("table", "markdown", "string", "json", "yaml")
 
 @dataclass
 class ShowConfig:
-    arch: str = "mobilenet_v3_large"
-    width_mult: float = 1.0
-    num_classes: int | None = None
-    resolution: int | None = None
-    format: str = "table"
+    """``mobilenas show``'s config (conf/show.yaml)."""
+
+    limits: SpecLimits = field(default_factory=SpecLimits)
+    arch: str = "mobilenet_v3_large"  # reference name, spec file (.json/.yaml/.txt) or spec string
+    width_mult: float = 1.0  # width multiplier, for reference names only
+    num_classes: int | None = None  # override the spec's classes
+    resolution: int | None = None  # override the spec's input resolution (>= 32)
+    format: str = "table"  # table | markdown | string | json | yaml
+    # pretrained (issue 15): a torchvision / timm / mobilenas state_dict file checked against arch (its source
+    # and tensor count are printed; timm's _075 widths replace the paper's multiplier)
+    weights: str | None = None
+
+    def validate(self) -> None:
+        if self.format not in FORMATS:
+            raise ConfigError(f"show.format: {self.format!r} is not one of {', '.join(FORMATS)}")
+
+
+CONFIG = ShowConfig
 
 
 def describe(spec: ArchSpec, *, markdown: bool = False) -> str:
@@ -47,12 +58,15 @@ def describe(spec: ArchSpec, *, markdown: bool = False) -> str:
     return f"{printout}\n\n{totals}"
 
 
-def run(cfg: DictConfig) -> None:
-    options = typed(cfg, ShowConfig, "show")
-    if options.format not in FORMATS:
-        raise ConfigError(f"show.format: {options.format!r} is not one of {', '.join(FORMATS)}")
+def run(options: ShowConfig) -> None:
     spec = resolve_arch(options.arch, width_mult=options.width_mult,
                         num_classes=options.num_classes, resolution=options.resolution)
+    loaded = None
+    if options.weights:
+        from search.weights import read_weights
+
+        loaded = read_weights(options.weights, spec, reference=options.arch, width_mult=options.width_mult)
+        spec = loaded.spec
     if options.format == "string":
         print(spec)
         return
@@ -70,3 +84,5 @@ def run(cfg: DictConfig) -> None:
         paper = PAPER_FIGURES[options.arch]
         print(f"paper (224x224, 1000 classes): params {paper['params_m']} M   MAdds {paper['madds_m']:.0f} M")
     print(f"\nspec string:\n{spec}")
+    if loaded is not None:
+        print(loaded.summary())

@@ -1,19 +1,23 @@
-"""Typed configuration of a NetAdapt refinement (the schema behind ``conf/netadapt/*.yaml``)."""
+"""Typed configuration of a NetAdapt refinement (the schema behind ``conf/netadapt/*.yaml``),
+checked once, when it is built."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
-from search.netadapt.loop import METRICS
 from search.netadapt.proposals import KINDS
 from search_spaces.errors import ConfigError
+
+METRICS = ("acc_per_latency", "accuracy")
 
 
 @dataclass
 class NetAdaptConfig:
     """The goal is ``target_ms`` (absolute) when set, else ``target_ratio`` x the seed's
-    latency; the per-iteration latency cut is ``delta_ratio`` x the seed's latency (paper: 0.01)."""
+    latency; the per-iteration latency cut is ``delta_ratio`` x the seed's latency (paper: 0.01).
+
+    Raises :class:`~search_spaces.errors.ConfigError` naming the offending key when built with
+    a bad value (``dataclasses.replace`` checks the copy too)."""
 
     target_ms: float | None = None
     target_ratio: float | None = 0.8
@@ -27,8 +31,16 @@ class NetAdaptConfig:
     finetune_lr_scale: float = 0.5  # fine-tuning learning rate = trainer.lr x this
     pretrain_steps: int = 300  # train a seed without weights this many steps first (0: refine it untrained)
 
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @property
+    def ratio(self) -> float | None:
+        """The target as a fraction of the seed's latency; None when ``target_ms`` is set (it wins)."""
+        return None if self.target_ms is not None else self.target_ratio
+
     def validate(self) -> None:
-        """Raise :class:`~search.config.ConfigError` naming the offending key."""
+        """Raise :class:`~search_spaces.errors.ConfigError` naming the offending key."""
         if self.target_ms is None and self.target_ratio is None:
             raise ConfigError("netadapt: set target_ms (absolute, ms) or target_ratio (x the seed's latency)")
         if self.target_ms is not None and not self.target_ms > 0:
@@ -39,26 +51,13 @@ class NetAdaptConfig:
             raise ConfigError(f"netadapt.delta_ratio: must be in (0, 1), got {self.delta_ratio}")
         if not self.finetune_lr_scale > 0:
             raise ConfigError(f"netadapt.finetune_lr_scale: must be > 0, got {self.finetune_lr_scale}")
-        for name in ("short_steps", "final_steps", "max_iterations", "pretrain_steps"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"netadapt.{name}: must be >= 0, got {getattr(self, name)}")
+        for name, value in (("short_steps", self.short_steps), ("final_steps", self.final_steps),
+                            ("max_iterations", self.max_iterations), ("pretrain_steps", self.pretrain_steps)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"netadapt.{name}: must be an integer >= 0, got {value!r}")
         if self.metric not in METRICS:
             raise ConfigError(f"netadapt.metric: {self.metric!r} is not one of {', '.join(METRICS)}")
         bad = [k for k in self.kinds if k not in KINDS]
         if bad or not self.kinds:
-            raise ConfigError(f"netadapt.kinds: {self.kinds} must be a non-empty subset of "
+            raise ConfigError(f"netadapt.kinds: {list(self.kinds)} must be a non-empty subset of "
                               f"{', '.join(KINDS)}")
-
-    def loop_kwargs(self) -> dict[str, Any]:
-        """The keyword arguments of :func:`~search.netadapt.loop.netadapt` this config sets."""
-        return {
-            "target_ms": self.target_ms,
-            "target_ratio": None if self.target_ms is not None else self.target_ratio,
-            "delta_ratio": self.delta_ratio,
-            "short_steps": self.short_steps,
-            "final_steps": self.final_steps,
-            "metric": self.metric,
-            "max_iterations": self.max_iterations,
-            "kinds": list(self.kinds),
-            "seed": self.seed,
-        }

@@ -22,7 +22,7 @@ from evaluators.training import TrainConfig, evaluate, fit, save_weights
 from search.export import materialize
 from search.netadapt.config import NetAdaptConfig
 from search.netadapt.loop import Evaluate, FineTune, NetAdaptResult, netadapt
-from search_spaces.blockstring import from_string
+from search.run_record import RunRecord, write_run_record
 from search_spaces.builder import MobileNetV3Like, build_model
 from search_spaces.errors import MobilenasError, TrainingDiverged
 from search_spaces.serialize import atomic_write_text, save_spec
@@ -51,7 +51,7 @@ def trainer_hooks(data: DatasetSplits, trainer: TrainConfig, *, lr_scale: float,
     tuned = dataclasses.replace(trainer, lr=trainer.lr * lr_scale, warmup_epochs=0.0)
     diverged: weakref.WeakSet[nn.Module] = weakref.WeakSet()  # scored NaN (ranked last), never by top-1
 
-    def fine_tune(model: MobileNetV3Like, steps: int) -> nn.Module:
+    def fine_tune(model: MobileNetV3Like, steps: int) -> MobileNetV3Like:
         result = fit(model, data, dataclasses.replace(tuned, steps=steps, eval_every=steps,
                                                       progress=trainer.progress and steps > progress_above))
         if not result.ok:
@@ -87,8 +87,8 @@ def refine(seed_spec: ArchSpec, *, config: NetAdaptConfig, latency_ms: Callable[
            data: DatasetSplits, trainer: TrainConfig, run_dir: str | Path | None,
            weights: Mapping[str, torch.Tensor] | None = None, progress: bool = True) -> NetAdaptResult:
     """NetAdapt on ``seed_spec`` (its classes and resolution must be the data's) with the
-    project's trainer; ``run_dir`` holds checkpoints and ``history.json`` and is resumed."""
-    config.validate()
+    project's trainer and ``config`` (checked when it was built); ``run_dir`` holds checkpoints
+    and ``history.json`` and is resumed."""
     if (seed_spec.num_classes, seed_spec.resolution) != (data.num_classes, data.resolution):
         raise MobilenasError(
             f"seed spec has {seed_spec.num_classes} classes at resolution {seed_spec.resolution}; "
@@ -97,28 +97,18 @@ def refine(seed_spec: ArchSpec, *, config: NetAdaptConfig, latency_ms: Callable[
                        run_dir=run_dir)
     fine_tune, evaluate_fn = trainer_hooks(data, trainer, lr_scale=config.finetune_lr_scale,
                                            progress_above=config.short_steps)
-    return netadapt(seed_spec, model, latency_ms=latency_ms, fine_tune=fine_tune, evaluate=evaluate_fn,
-                    run_dir=run_dir, progress=progress, **config.loop_kwargs())
-
-
-def latency_protocol(evaluator: Any) -> dict[str, Any] | None:
-    """The protocol a latency evaluator states, as a plain dict with its backend (lut/measure)."""
-    protocol = getattr(evaluator, "protocol", None)
-    if protocol is None:
-        return None
-    data = protocol.to_dict() if hasattr(protocol, "to_dict") else dataclasses.asdict(protocol)
-    return {**data, "backend": getattr(evaluator, "backend", None),
-            "description": evaluator.describe() if hasattr(evaluator, "describe") else str(protocol)}
+    return netadapt(seed_spec, model, config, latency_ms=latency_ms, fine_tune=fine_tune,
+                    evaluate=evaluate_fn, run_dir=run_dir, progress=progress)
 
 
 def write_outputs(run_dir: str | Path, result: NetAdaptResult, *, data: DatasetSplits, trainer: TrainConfig,
                   config: NetAdaptConfig, protocol: Mapping[str, Any] | None = None,
                   seed_source: str = "") -> dict[str, Path]:
-    """``winner.json``/``.txt``, ``seed.json``, ``weights.safetensors`` and ``summary.json``
-    (latency with its protocol, accuracy, data, budget, provenance) in ``run_dir``, atomically;
-    ``history.json`` is already there. What ``mobilenas export run=<dir>`` reads."""
+    """``winner.json``/``.txt``, ``seed.json``, ``weights.safetensors``, ``summary.json`` (latency
+    with its protocol, accuracy, data, budget, provenance) and the run record ``run.json`` (what
+    ``mobilenas export run=<dir>`` reads) in ``run_dir``, atomically; ``history.json`` is already there."""
     run_dir = Path(run_dir)
-    seed_spec = from_string(result.history[0]["spec"])
+    seed_spec = result.seed_spec
     files = {
         "winner": save_spec(result.spec, run_dir / "winner.json"),
         "winner_txt": save_spec(result.spec, run_dir / "winner.txt"),
@@ -127,19 +117,21 @@ def write_outputs(run_dir: str | Path, result: NetAdaptResult, *, data: DatasetS
                                 metadata={"mobilenas_spec": str(result.spec)}),
     }
     test_top1 = top1(result.model, data, "test")
-    summary = {
-        **result.summary(),
-        "protocol": dict(protocol) if protocol is not None else None,
-        "test_top1": test_top1,
-        "data": {k: v for k, v in data.summary().items() if isinstance(v, (int, float, str))},
-        "budget": {"pretrain_steps": config.pretrain_steps, "short_steps": config.short_steps,
-                   "final_steps": config.final_steps, "finetune_lr": trainer.lr * config.finetune_lr_scale,
-                   "trainer": trainer.to_dict()},
-        "provenance": {"method": "NetAdapt (MobileNetV3 paper, section 4.2)",
-                       "seed": seed_source or str(seed_spec), "seed_spec": str(seed_spec),
-                       "metric": config.metric, "kinds": list(config.kinds), "iterations": result.iterations,
-                       "status": result.status, "history": "history.json"},
-    }
+    record = RunRecord(
+        kind="refine", spec=result.spec, weights=files["weights"].name,
+        accuracy={"val_top1": result.accuracy, "test_top1": test_top1}, latency_ms=result.latency_ms,
+        protocol=dict(protocol) if protocol is not None else None,
+        data={k: v for k, v in data.summary().items() if isinstance(v, (int, float, str))},
+        budget={"pretrain_steps": config.pretrain_steps, "short_steps": config.short_steps,
+                "final_steps": config.final_steps, "finetune_lr": trainer.lr * config.finetune_lr_scale,
+                "trainer": trainer.to_dict()},
+        provenance={"method": "NetAdapt (MobileNetV3 paper, section 4.2)",
+                    "seed": seed_source or str(seed_spec), "seed_spec": str(seed_spec),
+                    "metric": config.metric, "kinds": list(config.kinds), "iterations": result.iterations,
+                    "status": result.status, "history": "history.json"})
+    summary = {**result.summary(), "protocol": record.protocol, "test_top1": test_top1, "data": record.data,
+               "budget": record.budget, "provenance": record.provenance}
     files["summary"] = atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     files["history"] = run_dir / "history.json"
+    files["record"] = write_run_record(run_dir, record)
     return files

@@ -111,15 +111,8 @@ def test_bad_proxy_options_name_the_field():
 
 @pytest.mark.parametrize("kind", ["train", "naswot", "synflow"])
 def test_proxy_presets_are_valid(kind):
-    from pathlib import Path
+    from search.schema import preset
 
-    import yaml
-
-    from search.config import typed
-
-    path = Path(__file__).resolve().parents[2] / "conf" / "proxy" / f"{kind}.yaml"
-    values = yaml.safe_load(path.read_text())
-    assert values.keys() == ProxyConfig.__dataclass_fields__.keys()  # every key overridable from the CLI
-    cfg = typed(values, ProxyConfig, "proxy")
+    cfg = preset("proxy", kind, ProxyConfig, "proxy")  # only ProxyConfig's keys, of its types
     cfg.validate()
     assert cfg.kind == kind

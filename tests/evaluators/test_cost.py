@@ -1,9 +1,13 @@
 from __future__ import annotations
 
 import pytest
+import torch
+from fvcore.nn import FlopCountAnalysis
 
 from evaluators.cost import count_cost, layer_costs
+from search_spaces.builder import build_model, count_params
 from search_spaces.reference import REFERENCE_PARAMS, reference_spec
+from search_spaces.space import sample_specs
 
 
 @pytest.mark.parametrize(
@@ -17,11 +21,20 @@ def test_reference_costs_match_the_public_implementation(name, total_m, conv_lin
     assert round(cost.conv_linear_madds / 1e6, 1) == conv_linear_m
 
 
-def test_costs_scale_with_resolution_and_layers_sum_to_total():
+def test_costs_scale_with_resolution():
     spec = reference_spec("mobilenet_v3_small")
     small = count_cost(spec.replace(resolution=112))
     assert small.params == count_cost(spec).params
     assert small.madds < count_cost(spec).madds / 3
-    per_layer = layer_costs(spec)
-    assert sum(p for p, _ in per_layer) == count_cost(spec).params
-    assert sum(m for _, m in per_layer) == count_cost(spec).madds
+
+
+def test_the_sum_of_cached_layer_counts_is_fvcores_count_of_the_whole_network(space):
+    for spec in [space.seed, *sample_specs(space, 2, seed=2)]:
+        model = build_model(spec).eval()
+        whole = FlopCountAnalysis(model, torch.zeros(1, spec.in_channels, spec.resolution, spec.resolution))
+        whole.unsupported_ops_warnings(False)
+        whole.uncalled_modules_warnings(False)
+        cost = count_cost(spec)
+        assert cost.madds == whole.total() and cost.params == count_params(model)
+        names = ["stem", *(f"blocks.{i}" for i in range(len(spec.blocks))), "head"]
+        assert [m for _, m in layer_costs(spec)] == [whole.by_module()[name] for name in names]

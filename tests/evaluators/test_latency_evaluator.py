@@ -125,5 +125,5 @@ def test_bad_lut_input_is_a_one_line_error(tmp_path):
     assert result.returncode == 2
     assert (
         result.stderr.strip()
-        == "error: lut.action: 'frob' is not one of build, validate, import, export-layers, info"
+        == "error: lut.action: 'frob' is not one of build, validate, import, export-layers, export-kit, info"
     )

@@ -192,10 +192,10 @@ def test_exporting_an_edited_export_again_is_refused_unless_verify_is_off(export
 
 def test_faithful_untrained_export_passes_a_relative_check(spec, tmp_path):
     checks = export_model(spec, None, tmp_path / "ok").checks
-    assert checks["max_abs_logit"] < 1e-4  # untrained: an absolute 1e-4 tolerance would accept anything
-    assert checks["tolerance"] == pytest.approx(1e-4 * checks["max_abs_logit"])
-    assert checks["onnx_max_abs_diff"] <= checks["tolerance"]
-    assert checks["torchscript_max_abs_diff"] <= checks["tolerance"]
+    assert checks.max_abs_logit < 1e-4  # untrained: an absolute 1e-4 tolerance would accept anything
+    assert checks.tolerance == pytest.approx(1e-4 * checks.max_abs_logit)
+    assert checks.onnx is not None and checks.onnx.max_abs_diff <= checks.tolerance
+    assert checks.torchscript is not None and checks.torchscript.max_abs_diff <= checks.tolerance
 
 
 def test_perturbed_onnx_output_fails_the_check_and_leaves_nothing(spec, tmp_path, monkeypatch, capsys):

@@ -21,7 +21,7 @@ from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
 from search import study as study_module
-from search.cli import composition_error
+from search.cli import main
 from search.dry_run import dry_components
 from search.results import candidates, winner
 from search.runner import SearchReport, run_search, write_results
@@ -194,8 +194,10 @@ def test_storage_password_is_masked_in_hydra_saved_configs(tmp_path):
     ("arch='mobilenet_v3_small", "arch='mobilenet_v3_small: unbalanced quotes (' opened, not closed); "
                                  "e.g. arch='mobilenet_v3_small'"),
 ])
-def test_unbalanced_brackets_are_named(override, expected):
-    assert composition_error("search", [override]) == expected
+def test_unbalanced_brackets_are_named(override, expected, capsys):
+    with pytest.raises(SystemExit) as caught:
+        main(["search", override])
+    assert caught.value.code == 2 and capsys.readouterr().err.strip() == f"error: {expected}"
 
 
 def test_a_schema_race_with_another_process_is_retried(tmp_path, monkeypatch):

@@ -58,25 +58,35 @@ def test_every_listed_command_has_a_module_and_a_config():
         assert (CONF_DIR / f"{name}.yaml").is_file()
 
 
-def test_config_composition_errors_are_one_line_naming_what_is_allowed():
-    from search.cli import composition_error
+def composition_error(args: list[str], capsys) -> str:
+    """The one ``error:`` line (exit 2) of ``mobilenas <args>``, without the prefix."""
+    import pytest
 
-    assert composition_error("show", ["arch=mobilenet_v3_small"]) is None
-    assert composition_error("show", ["foo=1"]) == (
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as caught:
+        main(args)
+    err = capsys.readouterr().err.strip()
+    assert caught.value.code == 2 and "\n" not in err and err.startswith("error: "), err
+    return err.removeprefix("error: ")
+
+
+def test_config_composition_errors_are_one_line_naming_what_is_allowed(capsys):
+    assert composition_error(["show", "foo=1"], capsys).startswith(
         "foo: unknown key for mobilenas show; allowed: limits, arch, width_mult, num_classes, resolution, "
         "format"
     )
-    assert composition_error("search", ["latency.speed=1"]).startswith(
+    assert composition_error(["search", "latency.speed=1"], capsys).startswith(
         "latency.speed: unknown key for mobilenas search; allowed: device, threads,"
     )
-    assert composition_error("search", ["data=imagenet"]) == (
+    assert composition_error(["search", "data=imagenet"], capsys) == (
         "data=imagenet: no such option; allowed: cifar10, cifar100, fashion_mnist, folder, kmnist, mnist, "
         "synthetic"
     )
-    assert composition_error("show", ["data=cifar10"]) == (
+    assert composition_error(["show", "data=cifar10"], capsys) == (
         "data: mobilenas show has no such config group (see mobilenas show --help)"
     )
-    assert composition_error("show", ["arch"]) == "'arch' is not key=value (e.g. arch=mobilenet_v3_small)"
+    assert composition_error(["show", "arch"], capsys) == \
+        "'arch' is not key=value (e.g. arch=mobilenet_v3_small)"
     result = run_cli("train", "trainer=adam")
     assert result.returncode == 2
     assert result.stderr.strip() == "error: trainer=adam: no such option; allowed: fast, sgd, v3_recipe"

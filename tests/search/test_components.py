@@ -2,11 +2,15 @@ from __future__ import annotations
 
 import pytest
 
-from evaluators.accuracy import ProxyConfig
+from evaluators.accuracy import AccuracyResult, ProxyConfig
 from evaluators.data import DataConfig
-from evaluators.latency import LatencyConfig
+from evaluators.latency import LatencyConfig, LatencyProtocol, MeasuredLatency, latency_evaluator
+from evaluators.protocols import AccuracyEvaluator, LatencyEvaluator
 from search.components import SearchSettings, build_components
+from search.dry_run import MaddsLatency, SurrogateAccuracy
 from search.objectives import ObjectiveConfig
+from search.run_record import latency_protocol
+from search_spaces.reference import reference_spec
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -27,3 +31,21 @@ def test_components_share_the_proxy_data_and_its_input_channels(tmp_path, channe
     assert {spec.in_channels for spec in components.references.values()} == {channels}
     result = components.accuracy.evaluate(components.space.seed)  # refused if channels disagree
     assert result.status == "completed"
+
+
+def test_the_evaluators_the_search_uses_have_the_protocol_shapes(tmp_path):
+    """Lookup-table, measured and the dry run's analytic latency, and the dry run's accuracy, all
+    meet evaluators.protocols; the run record states any latency evaluator's protocol the same way."""
+    latencies = [latency_evaluator(LatencyConfig(tables_dir=str(tmp_path), auto_fit=False), 32),
+                 MeasuredLatency(LatencyProtocol(resolution=32, warmup=1, runs=3)),
+                 MaddsLatency(resolution=32)]
+    assert [e.backend for e in latencies] == ["lut", "measure", "analytic"]
+    for evaluator in latencies:
+        assert isinstance(evaluator, LatencyEvaluator)
+        stated = latency_protocol(evaluator)
+        assert stated["resolution"] == 32 and stated["backend"] == evaluator.backend
+        assert stated["description"] == evaluator.describe() and stated["device"] == evaluator.protocol.device
+    surrogate = SurrogateAccuracy()
+    assert isinstance(surrogate, AccuracyEvaluator)
+    result = surrogate.evaluate(reference_spec("mobilenet_v3_small", num_classes=10, resolution=32))
+    assert isinstance(result, AccuracyResult) and result.ok and 0 < result.accuracy < 1

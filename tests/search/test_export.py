@@ -92,8 +92,8 @@ def test_onnx_runs_in_onnxruntime_with_any_batch(spec, exported):
         (logits,) = session.run(["logits"], {"input": x.numpy()})
         with torch.no_grad():
             np.testing.assert_allclose(logits, model(x).numpy(), atol=1e-4, rtol=0)
-    assert result.checks["onnx_opset"] >= 17
-    assert result.checks["onnx_max_abs_diff"] <= 1e-4
+    assert result.checks.onnx is not None and result.checks.onnx.opset >= 17
+    assert result.checks.onnx.max_abs_diff <= 1e-4
 
 
 @pytest.mark.parametrize("name", ["spec.json", "spec.yaml", "spec.txt"])
@@ -121,6 +121,7 @@ def test_export_json_is_machine_readable(spec, exported):
     checks = manifest["checks"]
     assert checks["torchscript_max_abs_diff"] == 0.0
     assert checks["tolerance"] == pytest.approx(1e-4 * checks["max_abs_logit"])  # rtol 1e-4, atol 0
+    assert checks == result.checks.to_json() and checks["onnx_opset"] == result.checks.onnx.opset
     assert set(manifest["files"]) == {"spec.json", "spec.yaml", "spec.txt", "weights.safetensors",
                                       "model.torchscript.pt", "model.onnx"}
 
@@ -238,7 +239,8 @@ def test_auto_falls_back_to_the_dynamo_exporter(spec, tmp_path, monkeypatch):
     monkeypatch.setattr(export_formats, "_export_legacy", gone)  # as in a torch without it
     model = trained_like(spec)
     result = export_model(spec, model, tmp_path / "dyn", onnx_exporter="auto", opset=17, torchscript=False)
-    assert result.checks["onnx_exporter"] == "dynamo" and result.checks["onnx_opset"] >= 18
+    assert result.checks.onnx is not None
+    assert result.checks.onnx.exporter == "dynamo" and result.checks.onnx.opset >= 18
     session = onnxruntime.InferenceSession(str(result.path("model.onnx")), providers=["CPUExecutionProvider"])
     x = inputs(spec, 2)
     (logits,) = session.run(["logits"], {"input": x.numpy()})

@@ -13,10 +13,12 @@ from safetensors.torch import save_file
 from search.cli import main
 from search.export import export_model, load_exported
 from search.export_sources import read_run
+from search.run_record import RunRecord, write_run_record
+from search.training_job import train_record
 from search_spaces.blockstring import from_string
 from search_spaces.builder import build_model
-from search_spaces.errors import ExportError
-from search_spaces.serialize import save_spec, to_dict
+from search_spaces.errors import DataError, ExportError
+from search_spaces.serialize import save_spec
 
 TINY = "in_r32_c3 stem_k3_c8_s2_hs ir_k3_e8_c8_s1_se_re ir_k5_e32_c16_s2_hs ir_k3_e48_c16_s1_se_hs " \
        "head_c32_h64_hs_d0.2_n10"
@@ -40,9 +42,11 @@ def train_run(spec, tmp_path):
     model.eval()
     save_spec(spec, run / "spec.json")
     save_file(model.state_dict(), str(run / "weights.safetensors"))
-    metrics = {"top1": 0.625, "top5": 0.9, "data": {"name": "synthetic", "train": 500}, "epochs": 2,
-               "seconds": 12.5, "history": [{"epoch": 1, "top1": 0.4}, {"epoch": 2, "top1": 0.625}]}
+    metrics = {"top1": 0.625, "top5": 0.9, "split": "test", "data": {"name": "synthetic", "train": 500},
+               "budget": {"epochs": 2}, "seconds": 12.5, "ema": False,
+               "history": [{"epoch": 1, "top1": 0.4}, {"epoch": 2, "top1": 0.625}]}
     (run / "metrics.json").write_text(json.dumps(metrics))
+    write_run_record(run, train_record(spec, metrics))
     return run, model
 
 
@@ -61,50 +65,56 @@ def test_export_from_train_run_is_exact(train_run, tmp_path, capsys):
     assert "top-1 62.50%; top-5 90.00%" in card and "data: name: synthetic; train: 500" in card
     assert "budget: epochs: 2" in card and "trained weights" in card
     manifest = json.loads((out / "export.json").read_text())
-    assert manifest["metadata"]["training"] == {"seconds": 12.5}  # the history stays in the run
+    assert manifest["metadata"]["provenance"]["seconds"] == 12.5 and "history" not in manifest["metadata"]
+    assert manifest["metadata"]["run"] == {"kind": "train", "record": "run.json"}
     assert manifest["metadata"]["source"]["weights"] == "weights.safetensors"
 
 
-def test_refine_run_winner_summary_without_weights(spec, tmp_path):
+def test_a_run_record_carries_latency_accuracy_and_provenance_to_the_card(spec, tmp_path):
     run = tmp_path / "refine_run"
     run.mkdir()
-    (run / "winner.json").write_text(json.dumps({"spec": str(spec), "iteration": 4}))
-    save_spec(spec.replace(num_classes=5), run / "spec.json")  # the seed: winner.json takes precedence
-    summary = {"latency": {"ms": 2.5, "protocol": {"device": "cpu", "threads": 1}}, "accuracy": 0.5,
-               "test_top1": 0.48, "provenance": {"netadapt_iterations": 4}, "target_ms": 2.6}
-    (run / "summary.json").write_text(json.dumps(summary))
+    save_spec(spec.replace(num_classes=5), run / "spec.json")  # another spec beside it: the record wins
+    write_run_record(run, RunRecord(kind="search", spec=spec, latency_ms=2.5,
+                                    protocol={"device": "cpu", "threads": 1},
+                                    provenance={"method": "search", "trial": 4}))
     source = read_run(run)
     assert source.spec == spec and source.weights is None and source.name == "refine_run"
     assert source.metadata["latency_ms"] == 2.5 and source.metadata["protocol"]["threads"] == 1
-    assert source.metadata["winner"] == {"iteration": 4} and source.metadata["summary"] == {"target_ms": 2.6}
     result = export_model(source.spec, source.weights, tmp_path / "out", metadata=source.metadata, onnx=False,
                           torchscript=False)
     card = result.path("MODEL_CARD.md").read_text()
-    assert "- 2.500 ms\n- protocol: device: cpu; threads: 1" in card
-    assert "- accuracy 50.00%; test top-1 48.00%" in card and "netadapt_iterations: 4" in card
-    assert '"target_ms": 2.6' in card  # the rest of the summary, under "Other metadata"
-    (run / "winner.json").write_text(json.dumps(to_dict(spec)))  # a bare spec dict works too
-    (run / "summary.json").write_text(json.dumps({"latency_ms": 3.0, "protocol": None, "accuracy": None}))
+    assert "- 2.500 ms\n- protocol: device: cpu; threads: 1" in card and "## Accuracy\n\n- untrained" in card
+    assert "method: search; trial: 4" in card
+    # a record naming weights the dir lacks is refused, not exported untrained
+    write_run_record(run, RunRecord(kind="refine", spec=spec, weights="weights.safetensors",
+                                    accuracy={"val_top1": 0.5, "test_top1": 0.48}))
+    with pytest.raises(ExportError, match="run.json: names weights weights.safetensors, which .* does not"):
+        read_run(run)
+
+
+def test_a_run_without_a_record_gives_its_spec_and_weights_only(spec, tmp_path):
+    """Runs written before run records: the spec file and weights, none of the figures guessed."""
+    run = tmp_path / "old"
+    run.mkdir()
+    save_spec(spec, run / "winner.json")
+    (run / "summary.json").write_text(json.dumps({"latency": {"ms": 2.5}, "accuracy": 0.5}))
     source = read_run(run)
-    assert source.spec == spec and source.metadata["latency_ms"] == 3.0
-    card = export_model(spec, None, tmp_path / "out2", metadata=source.metadata, onnx=False,
-                        torchscript=False).path("MODEL_CARD.md").read_text()
-    assert "- 3.000 ms\n- protocol: not recorded" in card and "## Accuracy\n\n- untrained" in card
+    assert source.spec == spec and source.weights is None
+    assert "latency_ms" not in source.metadata and "accuracy" not in source.metadata
+    assert "written before run records" in source.metadata["provenance"]
 
 
 def test_run_directory_errors_name_the_file(tmp_path, spec):
     with pytest.raises(ExportError, match="run=.*nothere: run directory not found"):
         read_run(tmp_path / "nothere")
     (tmp_path / "r").mkdir()
-    with pytest.raises(ExportError, match="no winner.json or spec.json in it"):
+    with pytest.raises(ExportError, match="no run.json, winner.json or spec.json in it"):
         read_run(tmp_path / "r")
-    save_spec(spec, tmp_path / "r" / "spec.json")
-    (tmp_path / "r" / "metrics.json").write_text("{top1: 0.5")
-    with pytest.raises(ExportError, match=r"r/metrics.json: not valid JSON"):
+    (tmp_path / "r" / "run.json").write_text("{kind: train")
+    with pytest.raises(DataError, match=r"r/run.json: not valid JSON"):
         read_run(tmp_path / "r")
-    (tmp_path / "r" / "metrics.json").unlink()
-    (tmp_path / "r" / "winner.json").write_text(json.dumps({"best": 1}))
-    with pytest.raises(ExportError, match="winner.json: holds no spec"):
+    (tmp_path / "r" / "run.json").write_text(json.dumps({"best": 1}))
+    with pytest.raises(DataError, match="run.json: not a mobilenas run record"):
         read_run(tmp_path / "r")
 
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import pytest
 import torch
 
-from search.netadapt import netadapt
+from search.netadapt import IterationRecord, NetAdaptConfig, netadapt
 from search_spaces.builder import build_model
 from search_spaces.errors import ConfigError, DataError, RunFailure
 from search_spaces.reference import reference_spec
@@ -45,11 +46,12 @@ def seed_model():
     return build_model(SEED)
 
 
-def refine(run_dir=None, fine_tune=noisy_fine_tune, **overrides):
-    kwargs = dict(target_ratio=0.85, latency_ms=channel_latency, fine_tune=fine_tune,
-                  evaluate=fake_accuracy, delta_ratio=0.03, short_steps=2, final_steps=5,
-                  run_dir=run_dir, progress=False)
-    return netadapt(SEED, seed_model(), **{**kwargs, **overrides})
+def refine(run_dir=None, fine_tune=noisy_fine_tune, latency_ms=channel_latency, evaluate=fake_accuracy,
+           **overrides):
+    config = NetAdaptConfig(**{**dict(target_ratio=0.85, delta_ratio=0.03, short_steps=2, final_steps=5),
+                               **overrides})
+    return netadapt(SEED, seed_model(), config, latency_ms=latency_ms, fine_tune=fine_tune,
+                    evaluate=evaluate, run_dir=run_dir, progress=False)
 
 
 def test_loop_stops_at_the_target_and_picks_the_best_score(tmp_path):
@@ -61,27 +63,30 @@ def test_loop_stops_at_the_target_and_picks_the_best_score(tmp_path):
     assert result.iterations == len(result.history) - 1 >= 2
     assert result.model.spec == result.spec
     for before, record in zip(result.history, result.history[1:]):
-        assert before["latency_ms"] - record["latency_ms"] >= result.delta_ms
-        scores = [c["score"] for c in record["candidates"]]
-        best = record["candidates"][scores.index(max(scores))]
-        assert record["chosen"] == best["label"] and record["accuracy"] == best["accuracy"]
-        for c in record["candidates"]:
-            cut = c["latency_before_ms"] - c["latency_after_ms"]
-            assert c["score"] == pytest.approx((c["accuracy"] - before["accuracy"]) / cut)
-    assert json.loads((tmp_path / "history.json").read_text()) == result.history
+        assert before.latency_ms - record.latency_ms >= result.delta_ms
+        scores = [c.score for c in record.candidates]
+        best = record.candidates[scores.index(max(scores))]
+        assert record.chosen == best.label and record.accuracy == best.accuracy
+        assert record.spec == best.proposal.spec and record.latency_ms == best.proposal.latency_after_ms
+        for c in record.candidates:
+            cut = c.proposal.latency_before_ms - c.proposal.latency_after_ms
+            assert c.score == pytest.approx((c.accuracy - before.accuracy) / cut)
+    saved = json.loads((tmp_path / "history.json").read_text())
+    assert tuple(IterationRecord.from_json(r) for r in saved) == result.history
+    assert saved[1]["candidates"][0]["label"] == result.history[1].candidates[0].label  # the file's keys
     # the history keeps the seed first and every later spec is the chosen candidate's
-    assert result.history[0]["spec"] == str(SEED) and result.history[-1]["spec"] == str(result.spec)
+    assert result.history[0].spec == SEED and result.history[-1].spec == result.spec == result.model.spec
 
 
 def test_accuracy_metric_picks_the_most_accurate_candidate():
     result = refine(metric="accuracy", max_iterations=1)
     (record,) = result.history[1:]
-    accuracies = [c["accuracy"] for c in record["candidates"]]
-    assert record["accuracy"] == max(accuracies) and record["candidates"][0]["score"] == accuracies[0]
+    accuracies = [c.accuracy for c in record.candidates]
+    assert record.accuracy == max(accuracies) and record.candidates[0].score == accuracies[0]
 
 
 def test_loop_stops_without_proposals_or_after_max_iterations():
-    stuck = refine(latency_ms=lambda spec: 1.0, target_ratio=None, target_ms=0.5, delta_ms=0.01)
+    stuck = refine(latency_ms=lambda spec: 1.0, target_ratio=None, target_ms=0.5, delta_ratio=0.01)
     assert stuck.status == "no_proposal" and stuck.iterations == 0 and stuck.latency_ms == 1.0
     capped = refine(max_iterations=1, target_ratio=0.01)
     assert capped.status == "max_iterations" and capped.iterations == 1
@@ -91,7 +96,7 @@ def test_interrupted_refinement_resumes_to_the_same_result(tmp_path):
     reference = refine(tmp_path / "whole")
     assert reference.iterations >= 3
     calls = {"n": 0}
-    crash_at = len(reference.history[1]["candidates"]) + 2
+    crash_at = len(reference.history[1].candidates) + 2
 
     def crashing_fine_tune(model, steps):
         calls["n"] += 1
@@ -124,23 +129,39 @@ def test_interrupted_refinement_resumes_to_the_same_result(tmp_path):
     for (k, a), (_, b) in zip(reference.model.state_dict().items(), resumed.model.state_dict().items()):
         assert torch.equal(a, b), k
     # iteration 1 is not redone: only later candidates and the final network are fine-tuned
-    assert counted["n"] == sum(len(r["candidates"]) for r in reference.history[2:]) + 1
+    assert counted["n"] == sum(len(r.candidates) for r in reference.history[2:]) + 1
 
     again = refine(tmp_path / "cut", fine_tune=counting_fine_tune)  # finished: returned as is
     assert again.spec == reference.spec
-    assert counted["n"] == sum(len(r["candidates"]) for r in reference.history[2:]) + 1
+    assert counted["n"] == sum(len(r.candidates) for r in reference.history[2:]) + 1
 
 
 def test_resume_refuses_other_settings_and_bad_arguments(tmp_path):
     refine(tmp_path, max_iterations=1)
     with pytest.raises(DataError, match="holds a refinement with other settings"):
         refine(tmp_path, metric="accuracy")
-    with pytest.raises(ConfigError, match="metric must be one of acc_per_latency, accuracy"):
+    with pytest.raises(ConfigError, match="netadapt.metric: 'top5' is not one of acc_per_latency, accuracy"):
         refine(metric="top5")
-    with pytest.raises(ConfigError, match="target_ms must be > 0"):
+    with pytest.raises(ConfigError, match="netadapt.target_ms: must be > 0"):
         refine(target_ms=0, target_ratio=None)
-    with pytest.raises(ConfigError, match="give exactly one of target_ms and target_ratio"):
-        refine(target_ms=1.0)
+    with pytest.raises(ConfigError, match="netadapt: set target_ms"):
+        refine(target_ratio=None)
+    with pytest.raises(ConfigError, match="netadapt.short_steps: must be an integer >= 0, got 1.5"):
+        replace(NetAdaptConfig(), short_steps=1.5)  # a copy is checked too
+
+
+def test_absolute_target_wins_over_the_ratio():
+    result = refine(target_ms=0.9 * channel_latency(SEED), target_ratio=0.2, max_iterations=1)
+    assert result.target_ms == pytest.approx(0.9 * channel_latency(SEED))
+
+
+def test_a_checkpoint_with_a_malformed_history_is_one_data_error(tmp_path):
+    refine(tmp_path, max_iterations=1)
+    state = torch.load(tmp_path / "netadapt_final.pt", weights_only=True)
+    state["history"][1]["candidates"][0].pop("spec")
+    torch.save(state, tmp_path / "netadapt_final.pt")
+    with pytest.raises(DataError, match="netadapt_final.pt: not a NetAdapt history"):
+        refine(tmp_path, max_iterations=1)
 
 
 def test_diverged_fine_tuning_fails_the_run_and_saves_no_result(tmp_path):

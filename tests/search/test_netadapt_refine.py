@@ -10,6 +10,7 @@ from safetensors.torch import load_file, save_file
 
 from search.cli import main
 from search.commands.refine import resolve_seed
+from search.run_record import read_run_record
 from search_spaces.builder import build_model
 from search_spaces.reference import reference_spec
 from search_spaces.serialize import load_spec_file, save_spec
@@ -45,6 +46,11 @@ def test_refine_writes_what_export_reads_and_resumes(tmp_path, capsys):
     assert summary["data"]["name"] == "synthetic" and summary["budget"]["short_steps"] == 1
     assert load_spec_file(run_dir / "seed.json") == reference_spec(
         "mobilenet_v3_small", width_mult=0.5, num_classes=10, resolution=32)
+    record = read_run_record(run_dir)  # what export reads: the same figures, typed
+    assert record is not None and record.kind == "refine" and record.spec == winner
+    assert record.weights == "weights.safetensors" and record.latency_ms == summary["latency_ms"]
+    assert record.accuracy == {"val_top1": summary["accuracy"], "test_top1": summary["test_top1"]}
+    assert record.protocol == summary["protocol"] and record.provenance["iterations"] == summary["iterations"]
 
     before = (run_dir / "winner.json").read_text()
     main(args)  # a finished run in the same dir is returned as is

@@ -44,14 +44,11 @@ def test_reproduce_rejects_unknown_action(tmp_path):
 
 
 def test_reproduce_search_trains_its_proxies_with_the_search_trainer(tmp_path, monkeypatch):
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
+    from dataclasses import asdict
 
     import search.pipeline as pipeline
-    from evaluators.training import TrainConfig
-    from search.cli import CONF_DIR
     from search.commands.reproduce import _search, trainer_preset
-    from search.config import typed
+    from search.schema import compose_options
 
     seen = {}
 
@@ -63,15 +60,14 @@ def test_reproduce_search_trains_its_proxies_with_the_search_trainer(tmp_path, m
         raise Stop
 
     monkeypatch.setattr(pipeline, "run_pipeline", fake_run)
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-        cfg = compose(config_name="reproduce", overrides=["action=search", "search_trainer=fast"])
-    given = OmegaConf.to_container(cfg)
+    cfg = compose_options("reproduce", ["action=search", "search_trainer=fast"])
+    given = asdict(cfg)
     with pytest.raises(Stop):
         _search(cfg, tmp_path, "mobilenet_v3_small")
-    fast = typed(trainer_preset("fast", "search_trainer"), TrainConfig, "search_trainer")
+    fast = trainer_preset("fast", "search_trainer")
     assert seen["job"].settings.trainer == fast and seen["run_dir"] == tmp_path
     assert fast.ema_decay != cfg.trainer.ema_decay  # the V3 recipe stays the config's trainer
-    assert OmegaConf.to_container(cfg) == given  # the search is given its trainer, the config is not changed
+    assert asdict(cfg) == given  # the search is given its trainer, the config is not changed
 
 
 def test_unknown_trainer_preset_names_the_key_and_the_presets():

@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 
 from evaluators.training import load_checkpoint
 from search.cli import main
+from search.run_record import read_run_record
 from search_spaces.builder import build_model
 from search_spaces.serialize import load_spec_file
 
@@ -43,6 +44,11 @@ def test_train_command_writes_the_run_files_and_resumes(tmp_path, capsys):
     assert (run_dir / "metrics.csv").read_text().splitlines()[0].startswith("step,epoch,lr,train_loss")
     model = build_model(spec)
     model.load_state_dict(load_file(run_dir / "weights.safetensors"), strict=True)
+    record = read_run_record(run_dir)
+    assert record is not None and (record.kind, record.spec) == ("train", spec)
+    assert record.weights == "weights.safetensors"
+    assert record.accuracy["top1"] == metrics["top1"] and record.split == "test"
+    assert record.budget == metrics["budget"] and record.latency_ms is None
 
     weights = (run_dir / "weights.safetensors").read_bytes()
     main(["train", f"resume={run_dir}", "trainer.progress=false", f"hydra.run.dir={tmp_path / 'other'}"])

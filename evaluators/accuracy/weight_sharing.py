@@ -1,0 +1,101 @@
+"""Accuracy from a trained supernet: each spec scored as a sub-network (``proxy=supernet``), or
+predicted by an MLP fitted on supernet scores of sampled sub-networks (``proxy=predictor``).
+
+Both are labelled for what they are: a supernet score is the sub-network's validation top-1 with
+shared weights after batch-norm re-estimation, not the accuracy of the network trained alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from torch import nn
+
+from evaluators.accuracy.base import AccuracyResult, Report
+from evaluators.accuracy.predictor import AccuracyPredictor, PredictorReport, PredictorSettings
+from evaluators.data import DatasetSplits
+from evaluators.supernet import SuperNet, score_subnet
+from evaluators.training import COMPLETED
+from search_spaces.errors import ConfigError, SpecError
+from search_spaces.space import SearchSpace, sample_specs
+from search_spaces.spec import ArchSpec
+
+log = logging.getLogger(__name__)
+
+
+def check_same_space(supernet: SearchSpace, searched: SearchSpace, where: str) -> None:
+    """:class:`ConfigError` naming what differs when a search's space is not the supernet's."""
+    fields = ("depth_deltas", "widths", "kernels", "expansions", "se", "acts")
+    differs = [f"{name} {list(getattr(searched, name))} vs {list(getattr(supernet, name))}"
+               for name in fields if getattr(searched, name) != getattr(supernet, name)]
+    if searched.seed != supernet.seed:
+        differs.insert(0, f"seed {searched.seed} vs {supernet.seed}")
+    if differs:
+        raise ConfigError(f"{where}: the search's space is not the supernet's ({'; '.join(differs)}); "
+                          "search the space, data resolution and classes the supernet was trained with")
+
+
+class SupernetEvaluator:
+    """Scores a spec as a sub-network of ``net``: batch-norm statistics re-estimated on
+    ``calib_batches`` seeded training batches, then top-1 on the validation split (cached)."""
+
+    name = "supernet"
+    unit = "top-1 (supernet)"
+
+    def __init__(self, net: SuperNet, data: DatasetSplits, *, calib_batches: int = 8, batch_size: int = 256,
+                 seed: int = 0) -> None:
+        self.net, self.data = net.eval(), data
+        self.calib_batches, self.batch_size, self.seed = calib_batches, batch_size, seed
+
+    def _check(self, spec: ArchSpec) -> None:
+        if not self.net.space.contains(spec):
+            raise SpecError(f"{spec} is not an architecture of the supernet's space")
+
+    def evaluate(self, spec: ArchSpec, report: Report | None = None) -> AccuracyResult:
+        self._check(spec)
+        score = score_subnet(self.net, spec, self.data, calib_batches=self.calib_batches, seed=self.seed,
+                             batch_size=self.batch_size)
+        details = {"top5": score.top5, "loss": score.loss, "cached": score.cached}
+        if report is not None:
+            report(0, score.top1, True)
+        return AccuracyResult(score.top1, score.seconds, COMPLETED, details)
+
+    def evaluate_model(self, model: nn.Module, report: Report | None = None) -> AccuracyResult:
+        raise ConfigError("proxy=supernet scores specs of the supernet's space, not networks with other "
+                          "weights; use proxy=train to fine-tune a network")
+
+    def __call__(self, spec: ArchSpec) -> float:
+        return self.evaluate(spec).accuracy
+
+
+class PredictorEvaluator(SupernetEvaluator):
+    """Predicts a spec's supernet score with an MLP fitted at start-up on ``samples`` sub-networks
+    (80% to fit, 20% held out for :attr:`held_out`); a spec costs microseconds, not a scoring."""
+
+    name = "predictor"
+    unit = "top-1 (predicted supernet score)"
+
+    def __init__(self, net: SuperNet, data: DatasetSplits, *, samples: int = 200, calib_batches: int = 8,
+                 batch_size: int = 256, seed: int = 0, settings: PredictorSettings | None = None) -> None:
+        super().__init__(net, data, calib_batches=calib_batches, batch_size=batch_size, seed=seed)
+        if isinstance(samples, bool) or not isinstance(samples, int) or samples < 10:
+            raise ConfigError(f"proxy.predictor_samples: must be an integer >= 10, got {samples!r}")
+        started = time.perf_counter()
+        specs = sample_specs(net.space, samples, seed=seed)
+        scores = [super(PredictorEvaluator, self).evaluate(spec).accuracy for spec in specs]
+        cut = int(0.8 * samples)
+        self.predictor = AccuracyPredictor(net.space, settings or PredictorSettings(seed=seed))
+        self.predictor.fit(specs[:cut], scores[:cut])
+        self.held_out: PredictorReport = self.predictor.report(specs[cut:], scores[cut:])
+        log.info("accuracy predictor fitted on %d supernet scores in %.1f s; %s", cut,
+                 time.perf_counter() - started, self.held_out)
+
+    def evaluate(self, spec: ArchSpec, report: Report | None = None) -> AccuracyResult:
+        self._check(spec)
+        started = time.perf_counter()
+        value = float(self.predictor.predict([spec])[0])
+        if report is not None:
+            report(0, value, True)
+        details = {"held_out_rmse": self.held_out.rmse, "held_out_spearman": self.held_out.spearman}
+        return AccuracyResult(value, time.perf_counter() - started, COMPLETED, details)
