@@ -110,35 +110,27 @@ class DistContext:
         """Mean of every gradient over the ranks, in one flat all-reduce (what DDP does, by hand: the
         supernet's sandwich runs several sub-networks through ``forward_spec`` before one step).
         Every rank trains the same sub-networks, so the same parameters have gradients everywhere."""
-        if not self.enabled:
-            return
-        grads = [p.grad for p in model.parameters() if p.grad is not None]
-        if not grads:
-            return
-        flat = torch.cat([g.reshape(-1) for g in grads])
-        dist.all_reduce(flat)
-        flat /= self.world_size
-        offset = 0
-        for grad in grads:
-            grad.copy_(flat[offset:offset + grad.numel()].view_as(grad))
-            offset += grad.numel()
+        if self.enabled:
+            self._mean_in_place([p.grad for p in model.parameters() if p.grad is not None])
 
     def average_buffers(self, model: nn.Module) -> None:
         """Mean of the floating-point buffers (batch-norm running statistics) over the ranks, so that
         every rank holds the same model: the running means are then exactly the combined batch's
         (the update is linear in the batch mean), the running variances the mean of the shards'."""
-        if not self.enabled:
+        if self.enabled:
+            self._mean_in_place([b for b in model.buffers() if b.is_floating_point()])
+
+    def _mean_in_place(self, tensors: list[torch.Tensor]) -> None:
+        """Replace each of ``tensors`` by its mean over the ranks, in one flat all-reduce."""
+        if not tensors:
             return
-        buffers = [b for b in model.buffers() if b.is_floating_point()]
-        if not buffers:
-            return
-        flat = torch.cat([b.reshape(-1) for b in buffers])
+        flat = torch.cat([t.reshape(-1) for t in tensors])
         dist.all_reduce(flat)
         flat /= self.world_size
         offset = 0
-        for buffer in buffers:
-            buffer.copy_(flat[offset:offset + buffer.numel()].view_as(buffer))
-            offset += buffer.numel()
+        for tensor in tensors:
+            tensor.copy_(flat[offset:offset + tensor.numel()].view_as(tensor))
+            offset += tensor.numel()
 
 
 def _env_int(name: str, default: int) -> int:

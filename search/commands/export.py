@@ -68,7 +68,8 @@ def _source(options: ExportConfig) -> ExportSource:
         loaded = read_weights(options.weights, spec, reference=arch, width_mult=options.width_mult)
         print(loaded.summary())
         spec, weights = loaded.spec, loaded.build().state_dict()
-        provenance += f"; {loaded.source} weights from {loaded.path.name}"
+        provenance += f"; {loaded.source} weights from {loaded.path}"
+        provenance += f" ({loaded.note})" if loaded.note else ""
     return ExportSource(spec=spec, weights=weights, name=arch_name(arch, spec, options.width_mult),
                         metadata={"provenance": provenance,
                                   "source": {"arch": arch, "weights": options.weights}})

@@ -31,6 +31,8 @@ def test_export_writes_the_sub_networks_weights_with_its_own_batch_norm_statisti
           "torchscript=false"])
     assert "extracted from the supernet" in capsys.readouterr().out
     exported = load_file(str(tmp_path / "exp" / "weights.safetensors"))
+    card = (tmp_path / "exp" / "MODEL_CARD.md").read_text()
+    assert f"weights from {run} (the sub-network's weights, extracted from the supernet)" in card
     expected = supernet_weights(run, spec)
     assert all(torch.equal(exported[key], value) for key, value in expected.items())
     shared = net.eval().extract(spec).state_dict()  # the statistics the supernet happens to hold
