@@ -90,6 +90,9 @@ class CandidateObjective:
             trial.set_user_attr("eval_seconds", round(time.perf_counter() - started, 3))
             status = result.status
             trial.set_user_attr("status", status)
+            for key, value in result.details.items():  # what the proxy says beside its figure, e.g. top5
+                if isinstance(value, bool | int | float | str) and key != "message":
+                    trial.set_user_attr(f"proxy_{key}", value)
             accuracy = float(result.accuracy)
             if status != COMPLETED or not math.isfinite(accuracy):
                 raise TrainingDiverged(f"trial {trial.number}: evaluation ended with status {status!r}")

@@ -31,6 +31,7 @@ class ProxyConfig:
     supernet: str | None = None  # supernet/predictor: a supernet run directory ('mobilenas supernet')
     calib_batches: int = CALIB_BATCHES  # supernet/predictor: batches of 256 re-estimating batch norm per spec
     predictor_samples: int = 200  # predictor: sub-networks scored to fit it (80%) and check it (20%)
+    predictor_confirm: float = 0.1  # predictor: specs predicted in the top 10% so far: scored on the supernet
 
     def validate(self) -> None:
         if self.kind not in KINDS:
@@ -48,6 +49,9 @@ class ProxyConfig:
                               "(proxy.supernet=<dir> written by 'mobilenas supernet action=train')")
         if self.calib_batches < 1:
             raise ConfigError(f"proxy.calib_batches: must be >= 1, got {self.calib_batches}")
+        if not 0.0 <= self.predictor_confirm <= 1.0:
+            raise ConfigError("proxy.predictor_confirm: must be a fraction in [0, 1], "
+                              f"got {self.predictor_confirm}")
         if self.predictor_samples < 10:
             raise ConfigError(f"proxy.predictor_samples: must be >= 10, got {self.predictor_samples}")
         if self.batch_size < 2:

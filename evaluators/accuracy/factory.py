@@ -48,6 +48,7 @@ def accuracy_evaluator(proxy: ProxyConfig, data: DataConfig, trainer: TrainConfi
         batch_size = CALIB_BATCH_SIZE
         if proxy.kind == "predictor":
             return PredictorEvaluator(net, splits, samples=proxy.predictor_samples, seed=seed,
+                                      confirm=proxy.predictor_confirm,
                                       calib_batches=proxy.calib_batches, batch_size=batch_size)
         return SupernetEvaluator(net, splits, calib_batches=proxy.calib_batches, batch_size=batch_size,
                                  seed=seed)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -45,6 +46,25 @@ def test_predictor_evaluator_reports_held_out_agreement_and_predicts_without_sco
     assert result.details["held_out_rmse"] == evaluator.held_out.rmse
     with pytest.raises(ConfigError, match="predictor_samples"):
         PredictorEvaluator(net, tiny_data, samples=3)
+
+
+def test_the_predictors_top_candidates_are_confirmed_on_the_supernet(net, tiny_data, tiny_space):
+    settings = PredictorSettings(hidden=32, layers=2, epochs=50)
+    evaluator = PredictorEvaluator(net, tiny_data, samples=10, calib_batches=1, batch_size=48, confirm=0.5,
+                                   settings=settings)
+    specs = sample_specs(tiny_space, 8, seed=7)
+    results = [evaluator.evaluate(spec) for spec in specs]
+    predicted = [r.details["predicted"] for r in results]
+    assert predicted == pytest.approx(list(evaluator.predictor.predict(specs)))
+    for i, (spec, result) in enumerate(zip(specs, results, strict=True)):
+        top_half = predicted[i] >= np.quantile(predicted[: i + 1], 0.5)  # in the top half so far
+        assert result.details["confirmed"] == top_half
+        expected = score_subnet(net, spec, tiny_data, calib_batches=1, batch_size=48).top1 if top_half \
+            else predicted[i]
+        assert result.accuracy == pytest.approx(expected)
+    assert 0 < sum(r.details["confirmed"] for r in results) < len(results)
+    with pytest.raises(ConfigError, match="predictor_confirm"):
+        PredictorEvaluator(net, tiny_data, samples=10, confirm=1.5)
 
 
 def test_a_search_space_other_than_the_supernets_is_named(tiny_space):
