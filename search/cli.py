@@ -98,6 +98,9 @@ def _guarded(name: str, run: Callable[[Any], None], schema: type | None,
             prefix, status = outcome(err)
             print(f"{prefix}: {mask_secrets(str(err))}", file=sys.stderr)
             sys.exit(status)
+        except OSError as err:  # a path the user gave that cannot be read or written (missing, no rights)
+            print(f"error: {mask_secrets(str(err))}", file=sys.stderr)
+            sys.exit(2)
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             sys.exit(130)

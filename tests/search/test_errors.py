@@ -125,6 +125,15 @@ def test_bare_mobilenas_error_raised_by_a_command(capsys, monkeypatch, raised):
     assert raised == [MobilenasError]
 
 
+def test_an_output_path_that_cannot_be_written_is_one_line(capsys, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory\n")
+    code, err = exits(["lut", "action=export-kit", "space=v3_small", "latency=onnxruntime",
+                       f"out={blocker / 'kit'}", f"hydra.run.dir={tmp_path / 'run'}"], capsys)
+    assert code == 2
+    assert err.startswith("error: [Errno 20] Not a directory:") and str(blocker) in err
+
+
 # --- a failed run: exit 1 --------------------------------------------------------------------------
 
 
