@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -24,7 +25,7 @@ class SpecEncoding:
 
     space: SearchSpace
 
-    @property
+    @cached_property
     def groups(self) -> tuple[tuple[str, tuple[Any, ...]], ...]:
         space = self.space
         groups: list[tuple[str, tuple[Any, ...]]] = []
@@ -37,7 +38,7 @@ class SpecEncoding:
                            (f"{name}.se", space.se), (f"{name}.act", space.acts)]
         return tuple(groups)
 
-    @property
+    @cached_property
     def size(self) -> int:
         """Length of an encoded spec."""
         return sum(len(choices) for _, choices in self.groups)

@@ -6,13 +6,12 @@ from dataclasses import replace
 from typing import Any
 
 from evaluators.accuracy.base import SpecEvaluator
-from evaluators.accuracy.config import ProxyConfig
+from evaluators.accuracy.config import SUPERNET_KINDS, ProxyConfig
 from evaluators.accuracy.proxy import ProxyTrainEvaluator
 from evaluators.accuracy.weight_sharing import PredictorEvaluator, SupernetEvaluator
 from evaluators.accuracy.zero_cost import NaswotEvaluator, SynflowEvaluator
 from evaluators.data import DataConfig, DatasetSplits, load_dataset
 from evaluators.supernet import load_supernet
-from evaluators.supernet.scoring import CALIB_BATCH_SIZE
 from evaluators.training import TrainConfig
 
 
@@ -43,14 +42,11 @@ def accuracy_evaluator(proxy: ProxyConfig, data: DataConfig, trainer: TrainConfi
         return NaswotEvaluator(splits, batch_size=proxy.batch_size, seed=seed)
     if proxy.kind == "synflow":
         return SynflowEvaluator(splits, batch_size=proxy.batch_size, seed=seed)
-    if proxy.kind in ("supernet", "predictor"):
+    if proxy.kind in SUPERNET_KINDS:
         net, _ = load_supernet(str(proxy.supernet))
-        batch_size = CALIB_BATCH_SIZE
         if proxy.kind == "predictor":
             return PredictorEvaluator(net, splits, samples=proxy.predictor_samples, seed=seed,
-                                      confirm=proxy.predictor_confirm,
-                                      calib_batches=proxy.calib_batches, batch_size=batch_size)
-        return SupernetEvaluator(net, splits, calib_batches=proxy.calib_batches, batch_size=batch_size,
-                                 seed=seed)
+                                      confirm=proxy.predictor_confirm, calib_batches=proxy.calib_batches)
+        return SupernetEvaluator(net, splits, calib_batches=proxy.calib_batches, seed=seed)
     budget = {"steps": proxy.steps} if proxy.steps is not None else {"steps": None, "epochs": proxy.epochs}
     return ProxyTrainEvaluator(splits, trainer.replace(**budget), reports=proxy.reports, seed=seed)

@@ -18,6 +18,8 @@ from evaluators.accuracy.base import AccuracyResult, Report
 from evaluators.accuracy.predictor import AccuracyPredictor, PredictorReport, PredictorSettings
 from evaluators.data import DatasetSplits
 from evaluators.supernet import SuperNet, score_subnet
+from evaluators.supernet.rundir import CHOICES
+from evaluators.supernet.scoring import CALIB_BATCH_SIZE, CALIB_BATCHES
 from evaluators.training import COMPLETED
 from search_spaces.errors import ConfigError, SpecError
 from search_spaces.space import SearchSpace, sample_specs
@@ -28,14 +30,17 @@ log = logging.getLogger(__name__)
 
 def check_same_space(supernet: SearchSpace, searched: SearchSpace, where: str) -> None:
     """:class:`ConfigError` naming what differs when a search's space is not the supernet's."""
-    fields = ("depth_deltas", "widths", "kernels", "expansions", "se", "acts")
     differs = [f"{name} {list(getattr(searched, name))} vs {list(getattr(supernet, name))}"
-               for name in fields if getattr(searched, name) != getattr(supernet, name)]
+               for name in CHOICES if getattr(searched, name) != getattr(supernet, name)]
     if searched.seed != supernet.seed:
         differs.insert(0, f"seed {searched.seed} vs {supernet.seed}")
     if differs:
         raise ConfigError(f"{where}: the search's space is not the supernet's ({'; '.join(differs)}); "
                           "search the space, data resolution and classes the supernet was trained with")
+
+
+def outside_the_space(spec: ArchSpec, err: SpecError) -> SpecError:
+    return SpecError(f"{spec} is not an architecture of the supernet's space ({err})")
 
 
 class SupernetEvaluator:
@@ -45,19 +50,17 @@ class SupernetEvaluator:
     name = "supernet"
     unit = "top-1 (supernet)"
 
-    def __init__(self, net: SuperNet, data: DatasetSplits, *, calib_batches: int = 8, batch_size: int = 256,
-                 seed: int = 0) -> None:
+    def __init__(self, net: SuperNet, data: DatasetSplits, *, calib_batches: int = CALIB_BATCHES,
+                 batch_size: int = CALIB_BATCH_SIZE, seed: int = 0) -> None:
         self.net, self.data = net.eval(), data
         self.calib_batches, self.batch_size, self.seed = calib_batches, batch_size, seed
 
-    def _check(self, spec: ArchSpec) -> None:
-        if not self.net.space.contains(spec):
-            raise SpecError(f"{spec} is not an architecture of the supernet's space")
-
     def evaluate(self, spec: ArchSpec, report: Report | None = None) -> AccuracyResult:
-        self._check(spec)
-        score = score_subnet(self.net, spec, self.data, calib_batches=self.calib_batches, seed=self.seed,
-                             batch_size=self.batch_size)
+        try:
+            score = score_subnet(self.net, spec, self.data, calib_batches=self.calib_batches, seed=self.seed,
+                                 batch_size=self.batch_size)
+        except SpecError as err:  # from matching the spec to the supernet's blocks
+            raise outside_the_space(spec, err) from None
         details = {"top5": score.top5, "loss": score.loss, "cached": score.cached}
         if report is not None:
             report(0, score.top1, True)
@@ -83,7 +86,7 @@ class PredictorEvaluator(SupernetEvaluator):
     unit = "top-1 (predicted supernet score)"
 
     def __init__(self, net: SuperNet, data: DatasetSplits, *, samples: int = 200, confirm: float = 0.0,
-                 calib_batches: int = 8, batch_size: int = 256, seed: int = 0,
+                 calib_batches: int = CALIB_BATCHES, batch_size: int = CALIB_BATCH_SIZE, seed: int = 0,
                  settings: PredictorSettings | None = None) -> None:
         super().__init__(net, data, calib_batches=calib_batches, batch_size=batch_size, seed=seed)
         if isinstance(samples, bool) or not isinstance(samples, int) or samples < 10:
@@ -103,9 +106,11 @@ class PredictorEvaluator(SupernetEvaluator):
                  time.perf_counter() - started, self.held_out)
 
     def evaluate(self, spec: ArchSpec, report: Report | None = None) -> AccuracyResult:
-        self._check(spec)
         started = time.perf_counter()
-        predicted = float(self.predictor.predict([spec])[0])
+        try:
+            predicted = float(self.predictor.predict([spec])[0])
+        except SpecError as err:  # from encoding the spec's choices
+            raise outside_the_space(spec, err) from None
         self.predictions.append(predicted)
         details: dict[str, Any] = {"predicted": predicted, "held_out_rmse": self.held_out.rmse,
                                    "held_out_spearman": self.held_out.spearman, "confirmed": False}

@@ -26,6 +26,26 @@ from search_spaces.space import SearchSpace
 from search_spaces.spec import ArchSpec, BlockSpec, se_channels
 
 _PLAN_CACHE = 4096  # sub-network plans kept per supernet
+ALL_DIMS = frozenset({"depth", "width", "kernel", "exp", "se", "act"})
+
+
+def draw_spec(space: SearchSpace, rng: random.Random, elastic: frozenset[str],
+              largest: dict[str, Any]) -> ArchSpec:
+    """A uniformly drawn spec whose ``elastic`` dimensions vary; the others are ``largest``'s params."""
+    params = dict(largest)
+    for stage in space.stages:
+        prefix = f"s{stage.index}"
+        if "depth" in elastic:
+            params[f"{prefix}.depth"] = rng.choice(stage.depths)
+        if "width" in elastic:
+            params[f"{prefix}.width"] = rng.choice(space.widths)
+        for j in range(max(stage.depths)):
+            for key, choices in (("kernel", space.kernels), ("exp", space.expansions), ("se", space.se),
+                                 ("act", space.acts)):
+                if key in elastic:
+                    params[f"{prefix}.b{j}.{key}"] = rng.choice(choices)
+    return space.spec_from_params(params)
+
 
 
 @dataclass(frozen=True)
@@ -106,19 +126,7 @@ class SuperNet(nn.Module):
     def sample(self, rng: random.Random) -> ArchSpec:
         """A spec drawn uniformly over each choice of the space (depth, width, and per block kernel,
         expansion, SE and activation) with ``rng``."""
-        space: SearchSpace = self.space
-        params: dict[str, Any] = {}
-        for stage in space.stages:
-            prefix = f"s{stage.index}"
-            params[f"{prefix}.depth"] = rng.choice(stage.depths)
-            params[f"{prefix}.width"] = rng.choice(space.widths)
-            for j in range(max(stage.depths)):
-                name = f"{prefix}.b{j}"
-                params[f"{name}.kernel"] = rng.choice(space.kernels)
-                params[f"{name}.exp"] = rng.choice(space.expansions)
-                params[f"{name}.se"] = rng.choice(space.se)
-                params[f"{name}.act"] = rng.choice(space.acts)
-        return space.spec_from_params(params)
+        return draw_spec(self.space, rng, ALL_DIMS, {})
 
     # --- the active sub-network -------------------------------------------------------
     def plan(self, spec: ArchSpec) -> tuple[BlockSlot, ...]:

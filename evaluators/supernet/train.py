@@ -19,47 +19,27 @@ import math
 import random
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 
 from evaluators.data import DatasetSplits
 from evaluators.supernet.config import PHASES, SupernetTrainConfig
-from evaluators.supernet.network import SuperNet
+from evaluators.supernet.network import ALL_DIMS, SuperNet, draw_spec
 from evaluators.supernet.rundir import describe_space
 from evaluators.supernet.scoring import reestimate_batchnorm
 from evaluators.training import TrainConfig, TrainResult
 from evaluators.training.metrics import EvalResult, autocast_context
 from evaluators.training.trainer import EvalCallback, TrainingRun, train_run
 from search_spaces.errors import ConfigError
-from search_spaces.space import SearchSpace
 from search_spaces.spec import ArchSpec
 
 SIZES = ("largest", "smallest", "seed")  # the sub-networks of the learning curves
-ALL_DIMS = frozenset({"depth", "width", "kernel", "exp", "se", "act"})
 # What is elastic in each phase of progressive shrinking; the last phase frees the rest of the space.
 ELASTIC = {"full": frozenset(), "kernel": frozenset({"kernel"}), "depth": frozenset({"kernel", "depth"}),
            "expansion": ALL_DIMS}
 SORT_PHASE = "expansion"  # channels are re-sorted by importance when channel counts become elastic
-
-
-def draw_spec(space: SearchSpace, rng: random.Random, elastic: frozenset[str],
-              largest: dict[str, Any]) -> ArchSpec:
-    """A uniformly drawn spec whose ``elastic`` dimensions vary; the others are ``largest``'s params."""
-    params = dict(largest)
-    for stage in space.stages:
-        prefix = f"s{stage.index}"
-        if "depth" in elastic:
-            params[f"{prefix}.depth"] = rng.choice(stage.depths)
-        if "width" in elastic:
-            params[f"{prefix}.width"] = rng.choice(space.widths)
-        for j in range(max(stage.depths)):
-            for key, choices in (("kernel", space.kernels), ("exp", space.expansions), ("se", space.se),
-                                 ("act", space.acts)):
-                if key in elastic:
-                    params[f"{prefix}.b{j}.{key}"] = rng.choice(choices)
-    return space.spec_from_params(params)
 
 
 def phase_ends(phases: Sequence[float], total: int) -> list[int]:
@@ -96,6 +76,7 @@ class SupernetRun(TrainingRun):
         self.largest_params = self.space.params_of(self.largest)
         self.sizes = {"largest": self.largest, "smallest": self.smallest, "seed": self.space.seed}
         self.ends = phase_ends(settings.phases, self.total)
+        self._bounded: dict[frozenset[str], ArchSpec] = {}
         self.identity["supernet"] = {**settings.to_dict(), "space": describe_space(self.space)}
 
     # --- what is trained at a step ----------------------------------------------------
@@ -106,9 +87,13 @@ class SupernetRun(TrainingRun):
         return next((name for name, end in zip(PHASES, self.ends, strict=True) if step < end), PHASES[-1])
 
     def bounded(self, elastic: frozenset[str]) -> ArchSpec:
-        """The smallest sub-network whose ``elastic`` dimensions vary (the others the largest's)."""
-        if elastic == ALL_DIMS:
-            return self.smallest
+        """The smallest sub-network whose ``elastic`` dimensions vary (the others the largest's); built
+        once per phase."""
+        if elastic not in self._bounded:
+            self._bounded[elastic] = self.smallest if elastic == ALL_DIMS else self._smallest_with(elastic)
+        return self._bounded[elastic]
+
+    def _smallest_with(self, elastic: frozenset[str]) -> ArchSpec:
         params = dict(self.largest_params)
         for stage in self.space.stages:
             prefix = f"s{stage.index}"

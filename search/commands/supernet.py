@@ -38,7 +38,7 @@ from evaluators.training.distributed import context, shared_run_dir
 from evaluators.training.report import plot_learning_curve, write_metrics
 from search.arch import resolve_arch
 from search.schema import from_record
-from search.training_job import resume_dir
+from search.training_job import RUN_CONFIG, resume_dir
 from search_spaces import serialize
 from search_spaces.config import SpaceConfig, build_space
 from search_spaces.errors import ConfigError, SpecError, TrainingDiverged
@@ -46,7 +46,6 @@ from search_spaces.limits import SpecLimits
 from search_spaces.spec import ArchSpec
 
 log = logging.getLogger(__name__)
-RUN_CONFIG = "run_config.json"
 ACTIONS = ("train", "eval")
 
 
