@@ -20,14 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from hydra.errors import HydraException
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from search.config import composition_message
 from search.package_data import conf_dir
-from search.schema import from_record, register, to_options
+from search.schema import register, to_options
 from search_spaces.errors import MobilenasError, RunFailure, outcome
-from search_spaces.limits import SpecLimits, set_limits
+from search_spaces.limits import set_limits
 from search_spaces.serialize import atomic_write_text
 
 CONF_DIR = conf_dir()
@@ -72,28 +72,21 @@ def mask_saved_configs() -> None:
             atomic_write_text(path, masked)
 
 
-def _apply(name: str, run: Callable[[Any], None], schema: type | None, cfg: DictConfig) -> None:
+def _apply(name: str, run: Callable[[Any], None], cfg: DictConfig) -> None:
     """``run`` on the typed config (validated), with its spec limits active."""
-    if schema is None:  # a command without a CONFIG dataclass gets the DictConfig
-        set_limits(from_record(cfg.get("limits"), SpecLimits, "limits"))
-        with open_dict(cfg):
-            cfg.pop("limits", None)
-        run(cfg)
-        return
     options = to_options(cfg, name)
     set_limits(options.limits)
     run(options)
 
 
-def _guarded(name: str, run: Callable[[Any], None], schema: type | None,
-             started: list[bool]) -> Callable[[DictConfig], None]:
+def _guarded(name: str, run: Callable[[Any], None], started: list[bool]) -> Callable[[DictConfig], None]:
     def task(cfg: DictConfig) -> None:
         from search.study import mask_secrets
 
         started.append(True)  # composed: what fails from here on is the command's
         try:
             mask_saved_configs()
-            _apply(name, run, schema, cfg)
+            _apply(name, run, cfg)
         except (MobilenasError, RunFailure) as err:
             prefix, status = outcome(err)
             print(f"{prefix}: {mask_secrets(str(err))}", file=sys.stderr)
@@ -139,13 +132,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     if name not in COMMANDS:
         fail(f"unknown command {name!r}; allowed: {', '.join(COMMANDS)}", 2)
     module = importlib.import_module(COMMANDS[name][0])
-    schema = getattr(module, "CONFIG", None)
-    if schema is not None:
-        register(name, schema)
+    schema = module.CONFIG  # every command's config dataclass
+    register(name, schema)
     started: list[bool] = []
     sys.argv = [f"mobilenas {name}", *args[1:]]
     app = hydra.main(version_base=None, config_path=str(CONF_DIR), config_name=name)(
-        _guarded(name, module.run, schema, started)
+        _guarded(name, module.run, started)
     )
     with hydra_raises() as asked:
         try:

@@ -9,12 +9,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from evaluators.data import DataConfig
 from evaluators.data.imagenet_eval import EvalTransform, eval_batches, list_images
 from evaluators.pretrained import INTERPOLATION, PUBLISHED
 from evaluators.training.metrics import evaluate
+from evaluators.training.optim import resolve_device
 from search.weights import read_weights
 from search_spaces.errors import ConfigError, DataError
 from search_spaces.printout import format_columns
@@ -79,7 +78,7 @@ def evaluate_weights(options: EvaluateConfig, weights_file: str | None, data: Da
     if len(classes) > weights.spec.num_classes:
         raise DataError(f"data.root: {root} has {len(classes)} class folders, more than the weights' "
                         f"{weights.spec.num_classes} classes")
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device("auto")
     model = weights.build().to(device)
     result = evaluate(model, eval_batches(items, transform, batch_size=options.batch_size,
                                           num_workers=options.num_workers, device=device))

@@ -90,9 +90,7 @@ class SearchConfig(PipelineConfig):
         self.data.validate()
         self.trainer.validate()
         self.proxy.validate()
-        self.latency.validate()
-        if self.refine:
-            self.netadapt.validate()
+        self.latency.validate()  # netadapt checks itself when built (NetAdaptConfig.__post_init__)
 
 
 def settings_from(

@@ -91,6 +91,11 @@ def latency_protocol(evaluator: LatencyEvaluator) -> dict[str, Any]:
     return {**evaluator.protocol.to_dict(), "backend": evaluator.backend, "description": evaluator.describe()}
 
 
+def data_facts(summary: dict[str, Any]) -> dict[str, Any]:
+    """A data set's summary as a record holds it: its plain numbers and names only."""
+    return {k: v for k, v in summary.items() if isinstance(v, (int, float, str))}
+
+
 def _object(value: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise TypeError(f"expected a JSON object, got {type(value).__name__}")

@@ -9,7 +9,7 @@ import multiprocessing
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from search.results import (
     state_counts,
     winner,
 )
-from search.run_record import RunRecord, latency_protocol, write_run_record
+from search.run_record import RunRecord, data_facts, latency_protocol, write_run_record
 from search.study import (
     WORKER_ATTR,
     StopWhenDone,
@@ -242,7 +242,7 @@ def search_record(best: Candidate, components: Components, study: optuna.Study, 
                   "accuracy_evaluator": components.accuracy.name}
     return RunRecord(kind="search", spec=best.arch, latency_ms=best.latency_ms,
                      protocol=latency_protocol(components.latency),
-                     data={k: v for k, v in data.items() if isinstance(v, (int, float, str))},
+                     data=data_facts(data),
                      provenance=provenance)
 
 
@@ -276,7 +276,7 @@ def write_results(study: optuna.Study, components: Components, run_dir: Path, *,
         save_spec(best.arch, run_dir / "winner.txt")
         files["record"] = write_run_record(run_dir, search_record(best, components, study, run_dir))
     counts = state_counts(trials)
-    protocol = asdict(components.latency.protocol)
+    protocol = latency_protocol(components.latency)  # as the run record states it
     summary = {
         "study": study.study_name,
         "objective": {"mode": objective.mode, "target_ms": objective.target_ms, "w": objective.w},

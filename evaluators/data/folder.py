@@ -64,11 +64,15 @@ def _read_image(path: Path, resolution: int, mode: str) -> np.ndarray:
     return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
 
 
+def image_files(folder: Path) -> list[Path]:
+    """The image files directly in ``folder`` (by extension), sorted by name."""
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in EXTENSIONS)
+
+
 def read_folder(root: Path, classes: list[str], resolution: int, channels: int) -> ImageArrays:
     """Every image under ``root/<class>/`` for the given class names, as (N, C, R, R) uint8."""
     mode = "RGB" if channels == 3 else "L"
-    listed = {label: sorted(p for p in (root / name).iterdir() if p.suffix.lower() in EXTENSIONS)
-              for label, name in enumerate(classes) if (root / name).is_dir()}
+    listed = {label: image_files(root / name) for label, name in enumerate(classes) if (root / name).is_dir()}
     count = sum(len(files) for files in listed.values())
     size = count * channels * resolution**2
     if size > MAX_FOLDER_BYTES:

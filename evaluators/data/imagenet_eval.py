@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from evaluators.data.folder import EXTENSIONS, class_dirs, decode_image
+from evaluators.data.folder import EXTENSIONS, class_dirs, decode_image, image_files
 from search_spaces.errors import ConfigError, DataError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -65,7 +65,7 @@ def list_images(root: Path) -> tuple[list[tuple[Path, int]], list[str]]:
     classes = class_dirs(root)
     items: list[tuple[Path, int]] = []
     for label, folder in enumerate(classes):
-        items += [(p, label) for p in sorted(folder.iterdir()) if p.suffix.lower() in EXTENSIONS]
+        items += [(p, label) for p in image_files(folder)]
         if len(items) > MAX_IMAGES:
             raise DataError(f"data.root: {root} holds more than {MAX_IMAGES} images "
                             "(evaluators.data.imagenet_eval.MAX_IMAGES)")

@@ -249,8 +249,6 @@ def _csv_protocol(path: Path, contents: _Contents, protocol: LatencyProtocol) ->
             )
         if seen:
             changes[PROTOCOL_COLUMNS[column]] = next(iter(seen))
-    if changes.get("device") == protocol.device:  # replace() would resolve drift_correction again
-        del changes["device"]
     try:
         return protocol.replace(**changes, fingerprint=EXTERNAL)
     except ConfigError as err:

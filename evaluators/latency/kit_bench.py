@@ -242,9 +242,10 @@ def fit(sums: Sequence[float], measured: Sequence[float]) -> tuple[float, float]
     return scale, overhead
 
 
-def bench(kit: Path, protocol: dict[str, Any], *, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Time every model of the kit: ``{"layers": {key: ms}, "networks": [(sum, ms)], ...}``."""
-    manifest = load_manifest(kit)
+def bench(kit: Path, manifest: dict[str, Any], protocol: dict[str, Any], *,
+          log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Time every model of the kit (its checked ``manifest``): ``{"layers": {key: ms}, "networks":
+    [(sum, ms)], ...}``."""
     layers: dict[str, float] = {}
     networks = []
     models = manifest["models"]
@@ -334,14 +335,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not DEVICE_NAME.match(args.device):
             raise KitError(f"--device: {args.device!r} is not a device name (letters, digits, '.', '_', '+', "
                            "'-'), e.g. pixel7-ort")
-        protocol = dict(load_manifest(args.kit)["protocol"])
+        manifest = load_manifest(args.kit)  # checks every model's sha256
+        protocol = dict(manifest["protocol"])
         for name, low in (("threads", 1), ("warmup", 0), ("runs", 1)):
             value = getattr(args, name)
             if value is not None and value < low:
                 raise KitError(f"--{name}: must be >= {low}, got {value}")
             protocol[name] = protocol[name] if value is None else value
         out = args.out or args.kit / f"latency-{args.device}.csv"
-        result = bench(args.kit, protocol, log=lambda line: print(line, file=sys.stderr))
+        result = bench(args.kit, manifest, protocol, log=lambda line: print(line, file=sys.stderr))
         write_atomic(out, csv_text(result, args.device))
     except KitError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -242,10 +242,11 @@ class LatencyProtocol:
 
     def replace(self, **changes: Any) -> LatencyProtocol:
         data = {f.name: getattr(self, f.name) for f in fields(self)}
-        if "device" in changes or "runtime" in changes:  # what depends on them is resolved again
+        moved = {name for name in ("device", "runtime") if changes.get(name, data[name]) != data[name]}
+        if moved:  # what depends on the device or runtime is resolved again
             data["fingerprint"] = None
             data["drift_correction"] = "auto"
-        if "runtime" in changes:
+        if "runtime" in moved:
             data["ort_optimization"] = data["ort_provider"] = None
         return LatencyProtocol(**{**data, **changes})
 

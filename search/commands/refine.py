@@ -39,8 +39,7 @@ class RefineConfig:
     weights: str | None = None
     progress: bool = True  # progress bar over each iteration's proposals
 
-    def validate(self) -> None:
-        self.netadapt.validate()
+    def validate(self) -> None:  # netadapt checks itself when built (NetAdaptConfig.__post_init__)
         self.data.validate()
         self.trainer.validate()
         self.latency.validate()

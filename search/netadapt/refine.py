@@ -22,7 +22,7 @@ from evaluators.training import TrainConfig, evaluate, fit, save_weights
 from search.export import materialize
 from search.netadapt.config import NetAdaptConfig
 from search.netadapt.loop import Evaluate, FineTune, NetAdaptResult, netadapt
-from search.run_record import RunRecord, write_run_record
+from search.run_record import RunRecord, data_facts, write_run_record
 from search_spaces.builder import MobileNetV3Like, build_model
 from search_spaces.errors import MobilenasError, TrainingDiverged
 from search_spaces.serialize import atomic_write_text, save_spec
@@ -121,7 +121,7 @@ def write_outputs(run_dir: str | Path, result: NetAdaptResult, *, data: DatasetS
         kind="refine", spec=result.spec, weights=files["weights"].name,
         accuracy={"val_top1": result.accuracy, "test_top1": test_top1}, latency_ms=result.latency_ms,
         protocol=dict(protocol) if protocol is not None else None,
-        data={k: v for k, v in data.summary().items() if isinstance(v, (int, float, str))},
+        data=data_facts(data.summary()),
         budget={"pretrain_steps": config.pretrain_steps, "short_steps": config.short_steps,
                 "final_steps": config.final_steps, "finetune_lr": trainer.lr * config.finetune_lr_scale,
                 "trainer": trainer.to_dict()},

@@ -150,3 +150,12 @@ def test_a_csv_sets_scale_and_a_negative_overhead_and_states_the_runtime(tmp_pat
     write_csv(csv, key, phone, ["scale,0"])
     with pytest.raises(LatencyError, match="line 3: the scale row's latency_ms must be a factor > 0, got 0"):
         import_csv(csv, tmp_path / "phone2.json", phone)
+
+
+def test_replace_resolves_again_only_what_depends_on_a_changed_device_or_runtime():
+    protocol = LatencyProtocol(**{**ORT, "ort_optimization": "basic"})
+    same = protocol.replace(runtime="onnxruntime", device=protocol.device, runs=7)  # as a CSV import does
+    assert same.ort_optimization == "basic" and same.drift_correction == protocol.drift_correction
+    assert same.runs == 7
+    torch_protocol = protocol.replace(runtime="torch")
+    assert torch_protocol.ort_optimization == "-" and torch_protocol.drift_correction != "none"
