@@ -87,6 +87,22 @@ def resume_dir(resume: Any, run_dir: Path) -> Path | None:
     return Path(str(resume)).expanduser()
 
 
+def read_run_config(run_dir: Path, *, key: str, kind: str, started_by: str) -> dict[str, Any]:
+    """The options a ``kind`` run saved in ``run_dir`` (to resume it); ConfigError naming the config
+    ``key`` when there are none, or they are not a JSON mapping."""
+    saved = run_dir / RUN_CONFIG
+    if not saved.is_file():
+        raise ConfigError(f"{key}: {run_dir} is not a {kind} run dir (no {RUN_CONFIG}); give the dir of a "
+                          f"run started by '{started_by}'")
+    try:
+        stored = json.loads(saved.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{saved}: not valid JSON ({err})") from None
+    if not isinstance(stored, dict):
+        raise ConfigError(f"{saved}: not a {kind} run config (expected a mapping)")
+    return stored
+
+
 def prepare_job(options: TrainOptions, run_dir: Path) -> TrainJob:
     """A new run in ``run_dir`` (Hydra's run dir), or the saved options of the run to resume
     (``resume=true``: the one in ``run_dir``)."""
@@ -97,13 +113,11 @@ def prepare_job(options: TrainOptions, run_dir: Path) -> TrainJob:
     resume_from = resume_dir(options.resume, run_dir)
     if resume_from is not None:
         saved = resume_from / RUN_CONFIG
-        if not saved.is_file() or not (resume_from / "spec.json").is_file():
-            raise ConfigError(f"train.resume: {resume_from} is not a training run dir (no {RUN_CONFIG} or "
-                              "spec.json); give the dir of a run started by 'mobilenas train'")
-        try:
-            stored = json.loads(saved.read_text())
-        except json.JSONDecodeError as err:
-            raise ConfigError(f"{saved}: not valid JSON ({err})") from None
+        stored = read_run_config(resume_from, key="train.resume", kind="training",
+                                 started_by="mobilenas train")
+        if not (resume_from / "spec.json").is_file():
+            raise ConfigError(f"train.resume: {resume_from} is not a training run dir (no spec.json); give "
+                              "the dir of a run started by 'mobilenas train'")
         trainer = from_record(stored.get("trainer"), TrainConfig, f"{saved} trainer")
         trainer = trainer.replace(progress=options.trainer.progress)
         return TrainJob(resume_from, serialize.load_spec_file(resume_from / "spec.json"),

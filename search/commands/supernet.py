@@ -38,7 +38,7 @@ from evaluators.training.distributed import context, shared_run_dir
 from evaluators.training.report import plot_learning_curve, write_metrics
 from search.arch import resolve_arch
 from search.schema import from_record
-from search.training_job import RUN_CONFIG, resume_dir
+from search.training_job import RUN_CONFIG, read_run_config, resume_dir
 from search_spaces import serialize
 from search_spaces.config import SpaceConfig, build_space
 from search_spaces.errors import ConfigError, SpecError, TrainingDiverged
@@ -126,15 +126,8 @@ def prepare(options: SupernetCommandConfig, run_dir: Path) -> SupernetJob:
 
 def _saved_job(run_dir: Path, *, progress: bool) -> SupernetJob:
     saved = run_dir / RUN_CONFIG
-    if not saved.is_file():
-        raise ConfigError(f"resume: {run_dir} is not a supernet run dir (no {RUN_CONFIG}); give the dir of a "
-                          "run started by 'mobilenas supernet action=train'")
-    try:
-        stored = json.loads(saved.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{saved}: not valid JSON ({err})") from None
-    if not isinstance(stored, dict):
-        raise ConfigError(f"{saved}: not a supernet run config (expected a mapping)")
+    stored = read_run_config(run_dir, key="resume", kind="supernet",
+                             started_by="mobilenas supernet action=train")
     trainer = from_record(stored.get("trainer"), TrainConfig, f"{saved}: trainer").replace(progress=progress)
     return SupernetJob(run_dir, from_record(stored.get("space"), SpaceConfig, f"{saved}: space"),
                        from_record(stored.get("data"), DataConfig, f"{saved}: data"), trainer,
