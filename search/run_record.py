@@ -17,7 +17,7 @@ from typing import Any
 
 from evaluators.protocols import LatencyEvaluator
 from search_spaces.errors import DataError, MobilenasError
-from search_spaces.serialize import atomic_write_text, from_dict, to_dict
+from search_spaces.serialize import atomic_write_text, from_dict, read_json_object, to_dict
 from search_spaces.spec import ArchSpec
 
 RUN_RECORD = "run.json"
@@ -118,14 +118,8 @@ def read_run_record(run_dir: str | os.PathLike[str]) -> RunRecord | None:
     path = Path(run_dir) / RUN_RECORD
     if not path.is_file():
         return None
-    if path.stat().st_size > MAX_RECORD_BYTES:
-        raise DataError(f"{path}: {path.stat().st_size} bytes, more than a run record's "
-                        f"{MAX_RECORD_BYTES} (not a run record)")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DataError(f"{path}: not valid JSON ({err})") from None
-    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+    data = read_json_object(path, max_bytes=MAX_RECORD_BYTES, what="run record")
+    if data.get("schema") != SCHEMA:
         raise DataError(f"{path}: not a mobilenas run record (no \"schema\": \"{SCHEMA}\")")
     version = data.get("version")
     if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= VERSION:

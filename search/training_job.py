@@ -87,6 +87,9 @@ def resume_dir(resume: Any, run_dir: Path) -> Path | None:
     return Path(str(resume)).expanduser()
 
 
+MAX_RUN_CONFIG_BYTES = 2**20  # the options of a run: a few kilobytes
+
+
 def read_run_config(run_dir: Path, *, key: str, kind: str, started_by: str) -> dict[str, Any]:
     """The options a ``kind`` run saved in ``run_dir`` (to resume it); ConfigError naming the config
     ``key`` when there are none, or they are not a JSON mapping."""
@@ -94,13 +97,8 @@ def read_run_config(run_dir: Path, *, key: str, kind: str, started_by: str) -> d
     if not saved.is_file():
         raise ConfigError(f"{key}: {run_dir} is not a {kind} run dir (no {RUN_CONFIG}); give the dir of a "
                           f"run started by '{started_by}'")
-    try:
-        stored = json.loads(saved.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{saved}: not valid JSON ({err})") from None
-    if not isinstance(stored, dict):
-        raise ConfigError(f"{saved}: not a {kind} run config (expected a mapping)")
-    return stored
+    return serialize.read_json_object(saved, max_bytes=MAX_RUN_CONFIG_BYTES, what=f"{kind} run config",
+                                      error=ConfigError)
 
 
 def prepare_job(options: TrainOptions, run_dir: Path) -> TrainJob:

@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from search_spaces.blockstring import from_string
-from search_spaces.errors import SpecError
+from search_spaces.errors import DataError, MobilenasError, SpecError
 from search_spaces.reference import REFERENCES, reference_spec
 from search_spaces.spec import ArchSpec, BlockSpec, HeadSpec, StemSpec
 
@@ -124,6 +124,23 @@ def save_spec(spec: ArchSpec, path: str | os.PathLike[str]) -> Path:
     else:
         raise SpecError(f"{path}: unknown spec file type {suffix!r}; use .json, .yaml, .yml or .txt")
     return atomic_write_text(path, text)
+
+
+def read_json_object(path: Path, *, max_bytes: int, what: str,
+                     error: type[MobilenasError] = DataError) -> dict[str, Any]:
+    """The JSON object (mapping) in the file ``path``, read as untrusted: at most ``max_bytes``, valid
+    JSON, a mapping; else ``error`` naming the file and ``what`` it should have been."""
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise error(f"{path}: {size:,} bytes, more than a {what}'s {max_bytes:,}: over the limit, so not a "
+                    f"{what}")
+    try:
+        data = json.loads(path.read_bytes())
+    except (ValueError, RecursionError) as err:  # JSON and Unicode errors are ValueErrors
+        raise error(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise error(f"{path}: not a {what} (expected a JSON object)")
+    return data
 
 
 def load_spec_file(path: str | os.PathLike[str]) -> ArchSpec:

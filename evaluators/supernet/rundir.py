@@ -26,7 +26,7 @@ from evaluators.supernet.network import SuperNet
 from evaluators.training.checkpoint import save_weights
 from search_spaces.blockstring import from_string
 from search_spaces.errors import DataError, MobilenasError
-from search_spaces.serialize import atomic_write_text
+from search_spaces.serialize import atomic_write_text, read_json_object
 from search_spaces.space import SearchSpace
 
 MANIFEST = "supernet.json"
@@ -84,14 +84,8 @@ def read_manifest(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     if not root.is_dir():
         raise DataError(f"{root}: supernet run dir not found")
     path = _plain_file(root / MANIFEST, "manifest")
-    size = path.stat().st_size
-    if size > MAX_MANIFEST_BYTES:
-        raise DataError(f"{path}: {size:,} bytes, over the {MAX_MANIFEST_BYTES:,} a manifest may hold")
-    try:
-        manifest = json.loads(path.read_bytes())
-    except (ValueError, RecursionError) as err:  # JSON and Unicode errors are ValueErrors
-        raise DataError(f"{path}: not valid JSON ({type(err).__name__})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+    manifest = read_json_object(path, max_bytes=MAX_MANIFEST_BYTES, what="supernet run manifest")
+    if manifest.get("format") != FORMAT:
         raise DataError(f"{path}: not a supernet run manifest (no \"format\": \"{FORMAT}\")")
     if manifest.get("version") != VERSION:
         raise DataError(f"{path}: manifest version {manifest.get('version')!r}; mobilenas reads {VERSION}")
