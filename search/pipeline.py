@@ -1,5 +1,7 @@
 """The main job: a latency-constrained search with Optuna, then (by default) NetAdapt refinement
-of the winner and its export; ``mobilenas search`` and ``mobilenas reproduce action=search`` run it."""
+of the winner and its export; ``mobilenas search`` and ``mobilenas reproduce action=search`` run it.
+With ``proxy=supernet|predictor`` and no ``proxy.supernet``, a supernet is trained first, in the run
+dir (the ``supernet`` stage), and both the search and NetAdapt score on it."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ import json
 import logging
 import os
 import sys
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from functools import partial
 from pathlib import Path
 
@@ -15,20 +17,29 @@ import optuna
 import torch
 
 from evaluators.accuracy import ProxyConfig
+from evaluators.accuracy.config import SUPERNET_KINDS
+from evaluators.accuracy.weight_sharing import SupernetEvaluator
 from evaluators.data import DataConfig
 from evaluators.latency import LatencyConfig, LutLatency
+from evaluators.supernet.config import SupernetTrainConfig
+from evaluators.supernet.rundir import MANIFEST
 from evaluators.training import TrainConfig
+from evaluators.training.config import RESUMABLE_CHANGES
 from search.components import SearchSettings, build_components, latency_range, pin_target
 from search.export import ExportOptions, export_run
 from search.export_sources import read_run
 from search.netadapt import NetAdaptConfig
 from search.netadapt.refine import refine, write_outputs
+from search.netadapt.supernet import SupernetScorer
 from search.objectives import ObjectiveConfig
 from search.results import ranking_table
 from search.run_record import latency_protocol
 from search.runner import Components, SearchReport, run_search, write_results
 from search.study import StudyConfig, mask_secrets, storage_url
 from search.study import validate as validate_study
+from search.supernet_job import SupernetJob, saved_job
+from search.supernet_job import train as train_supernet_job
+from search.training_job import RUN_CONFIG
 from search_spaces.config import SpaceConfig
 from search_spaces.errors import ConfigError
 from search_spaces.limits import SpecLimits
@@ -44,6 +55,26 @@ class ResultsConfig:
 
 
 REFINE_TARGETS = ("netadapt", "search")
+SUPERNET_DIR = "supernet"  # the supernet stage's run dir, inside the search's
+
+
+@dataclass
+class SupernetStageConfig(SupernetTrainConfig):
+    """The main job's own supernet (the ``supernet`` stage): with ``proxy=supernet|predictor`` and no
+    ``proxy.supernet``, trained ``steps`` steps at ``batch_size`` with the search's trainer recipe in
+    ``<run dir>/supernet`` before the search (checkpointed every ``checkpoint_every`` steps: a rerun
+    resumes it, and reuses it once saved); the sandwich settings are ``SupernetTrainConfig``'s."""
+
+    steps: int = 300
+    batch_size: int = 64
+    checkpoint_every: int = 50
+
+    def validate(self) -> None:
+        super().validate()
+        for key in ("steps", "batch_size", "checkpoint_every"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"supernet.{key}: must be an integer >= 1, got {value!r}")
 
 
 @dataclass
@@ -79,6 +110,7 @@ class SearchConfig(PipelineConfig):
     latency: LatencyConfig = field(default_factory=LatencyConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     netadapt: NetAdaptConfig = field(default_factory=_main_job_netadapt)
+    supernet: SupernetStageConfig = field(default_factory=SupernetStageConfig)  # proxy=supernet|predictor
     # rerunning with the same study.name (and run dir) continues the study; 2 worker processes
     study: StudyConfig = field(default_factory=lambda: StudyConfig(n_startup_trials=6, workers=2))
     results: ResultsConfig = field(default_factory=ResultsConfig)
@@ -89,7 +121,14 @@ class SearchConfig(PipelineConfig):
         super().validate()
         self.data.validate()
         self.trainer.validate()
-        self.proxy.validate()
+        if self.proxy.kind in SUPERNET_KINDS and not self.proxy.supernet:  # the supernet stage trains one
+            self.supernet.validate()
+            replace(self.proxy, supernet=SUPERNET_DIR).validate()
+        else:
+            self.proxy.validate()
+        if self.proxy.kind in SUPERNET_KINDS and self.refine and self.netadapt.supernet is None:
+            # NetAdapt will score on the search's supernet: its kinds must be sub-network kinds, checked now
+            replace(self.netadapt, supernet=self.proxy.supernet or SUPERNET_DIR)
         self.latency.validate()  # netadapt checks itself when built (NetAdaptConfig.__post_init__)
 
 
@@ -156,13 +195,56 @@ class SearchJob:
     results: ResultsConfig
     pipeline: PipelineConfig
     netadapt: NetAdaptConfig | None  # None: no refinement
+    supernet: SupernetStageConfig = field(default_factory=SupernetStageConfig)
 
 
 def prepare_search(cfg: SearchConfig, *, trainer: TrainConfig | None = None) -> SearchJob:
     """The typed options of the main job (see :func:`settings_from` for ``trainer``)."""
     settings, study, results, pipeline = settings_from(cfg, trainer=trainer)
     netadapt = cfg.netadapt if pipeline.refine else None
-    return SearchJob(settings, study, results, pipeline, netadapt)
+    return SearchJob(settings, study, results, pipeline, netadapt, cfg.supernet)
+
+
+def supernet_stage(settings: SearchSettings, stage: SupernetStageConfig, run_dir: Path) -> SearchSettings:
+    """``settings`` with ``proxy.supernet`` set: as given, or (proxy=supernet|predictor without one) the
+    supernet of ``run_dir/supernet``, trained there first with ``stage``'s budget unless a rerun
+    finds it saved (an interrupted training resumes from its checkpoint). :class:`ConfigError` naming
+    the options that differ when the supernet there was started with others."""
+    if settings.proxy.kind not in SUPERNET_KINDS or settings.proxy.supernet:
+        return settings
+    out = run_dir / SUPERNET_DIR
+    job = stage_job(settings, stage, out)
+    if (out / RUN_CONFIG).is_file():
+        differ = differing_options(saved_job(out, key="supernet", progress=job.trainer.progress), job)
+        if differ:
+            raise ConfigError(f"supernet: {out} was trained with other options ({', '.join(differ)} differ); "
+                              f"delete {out} to train a new supernet, or set them back")
+        job = replace(job, resuming=True)
+    if (out / MANIFEST).is_file():
+        print(f"supernet: reusing {out} (delete it to train a new one)")
+    else:
+        print(f"supernet: training {stage.steps} steps (batch {stage.batch_size}) over the search space in "
+              f"{out}")
+        train_supernet_job(job)
+    return replace(settings, proxy=replace(settings.proxy, supernet=str(out)))
+
+
+def stage_job(settings: SearchSettings, stage: SupernetStageConfig, out: Path) -> SupernetJob:
+    """The supernet stage as a supernet training job in ``out`` (what ``mobilenas supernet action=train
+    resume=<out>`` resumes): the search's space, data and trainer recipe at ``stage``'s budget."""
+    trainer = replace(settings.trainer, steps=stage.steps, batch_size=stage.batch_size,
+                      eval_every=stage.steps, checkpoint_every=stage.checkpoint_every)
+    sandwich = SupernetTrainConfig(**{f.name: getattr(stage, f.name) for f in fields(SupernetTrainConfig)})
+    return SupernetJob(out, settings.space, settings.data, trainer, sandwich, resuming=False)
+
+
+def differing_options(saved: SupernetJob, job: SupernetJob) -> list[str]:
+    """The options (``group.key``) of ``job`` that differ from ``saved``'s, but those a resumed training
+    may change (:data:`~evaluators.training.config.RESUMABLE_CHANGES`)."""
+    before, now = saved.options(), job.options()
+    return [f"{group}.{key}" for group in now for key in now[group]
+            if before[group].get(key) != now[group][key]
+            and not (group == "trainer" and key in RESUMABLE_CHANGES)]
 
 
 def run_pipeline(job: SearchJob, run_dir: Path) -> SearchReport:
@@ -172,6 +254,8 @@ def run_pipeline(job: SearchJob, run_dir: Path) -> SearchReport:
     url = storage_url(study_cfg, run_dir)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // study_cfg.workers))  # the cores, shared by workers
+    # as many threads as a worker: on 2 busy cores a supernet step took 0.7 s with 1 thread, 17 s with 2
+    settings = supernet_stage(settings, job.supernet, run_dir)
     components = build_components(settings)
     prepare_latency_table(components)
     settings = pin_target(components, settings, study_cfg, url)
@@ -209,12 +293,19 @@ def refine_and_export(settings: SearchSettings, components: Components, report: 
     if netadapt is not None:
         if to_search_target:
             netadapt = replace(netadapt, target_ms=components.objective.target_ms)
+        scorer = None
+        supernet = settings.proxy.supernet
+        if isinstance(components.accuracy, SupernetEvaluator) and netadapt.supernet in (None, supernet):
+            # NetAdapt scores its proposals on the search's supernet, with the search's data and settings
+            netadapt = replace(netadapt, supernet=supernet)
+            scorer = SupernetScorer(components.accuracy, str(supernet))
         data = components.data  # the proxy's splits: loaded once, shared with the search
         assert data is not None, "build_components loads the proxy's data"
         refine_dir = run_dir / "refine"
         print(f"\nNetAdapt: refining trial {winner.number} ({winner.latency_ms:.3f} ms) in {refine_dir}")
         result = refine(winner.arch, config=netadapt, latency_ms=components.latency, data=data,
-                        trainer=settings.trainer, run_dir=refine_dir, progress=True)
+                        trainer=settings.trainer, run_dir=refine_dir, progress=True, scorer=scorer,
+                        data_config=settings.data)
         write_outputs(refine_dir, result, data=data, trainer=settings.trainer, config=netadapt,
                       protocol=latency_protocol(components.latency),
                       seed_source=f"search winner, trial {winner.number} of {run_dir}")

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from evaluators.cost import count_cost
-from evaluators.data import DataConfig, DatasetSplits, load_dataset
+from evaluators.data import DataConfig, TrainingData, load_training_data
 from evaluators.pretrained import load_into
 from evaluators.training import CHECKPOINT, EvalResult, TrainConfig, TrainResult, evaluate, fit, save_weights
 from evaluators.training.distributed import DistContext, context, shared_run_dir
@@ -131,7 +131,7 @@ def prepare_job(options: TrainOptions, run_dir: Path) -> TrainJob:
 def run_training(job: TrainJob) -> dict[str, Any]:
     """Train ``job`` and write the run dir's files (rank 0 only under torchrun); returns the metrics."""
     ctx = context()
-    splits = load_dataset(job.data)
+    splits = load_training_data(job.data)
     spec = job.spec.replace(num_classes=splits.num_classes, in_channels=splits.in_channels,
                             resolution=splits.resolution)
     if job.resuming and spec != job.spec:
@@ -168,14 +168,14 @@ def run_training(job: TrainJob) -> dict[str, Any]:
     return metrics
 
 
-def _test(model: torch.nn.Module, splits: DatasetSplits, batch_size: int, ctx: DistContext) -> EvalResult:
+def _test(model: torch.nn.Module, splits: TrainingData, batch_size: int, ctx: DistContext) -> EvalResult:
     """The test split's evaluation (each rank its shard, reduced)."""
     device = next(model.parameters()).device
     loader = splits.loader("test", max(256, batch_size), device=device, shard=ctx.shard)
     return ctx.reduce_eval(evaluate(model, loader))
 
 
-def _write_files(job: TrainJob, model: torch.nn.Module, spec: ArchSpec, splits: DatasetSplits,
+def _write_files(job: TrainJob, model: torch.nn.Module, spec: ArchSpec, splits: TrainingData,
                  result: TrainResult, metrics: dict[str, Any]) -> None:
     """Weights, metrics, run record and learning curve of a finished (or diverged) run."""
     if result.ok:
@@ -203,7 +203,7 @@ def train_record(spec: ArchSpec, metrics: dict[str, Any], *, initialized: Path |
                      provenance=provenance)
 
 
-def _metrics(spec: ArchSpec, splits: DatasetSplits, trainer: TrainConfig, result: TrainResult,
+def _metrics(spec: ArchSpec, splits: TrainingData, trainer: TrainConfig, result: TrainResult,
              eval_split: str) -> dict[str, Any]:
     """``top1``/``top5``/``loss`` are on ``split`` (test once training completed; the history's split
     until then); ``val_*`` are the history split's final figures."""

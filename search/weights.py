@@ -9,9 +9,9 @@ from pathlib import Path
 
 import torch
 
-from evaluators.data import DataConfig, load_dataset
+from evaluators.data import DataConfig, DatasetSplits, load_dataset
 from evaluators.pretrained import Converted, convert, detect_source, load_into, read_state_dict, source_spec
-from evaluators.supernet import load_supernet, reestimate_batchnorm
+from evaluators.supernet import SuperNet, load_supernet, reestimate_batchnorm
 from evaluators.supernet.rundir import MANIFEST
 from evaluators.supernet.scoring import CALIB_BATCH_SIZE, CALIB_BATCHES, calibration_batches
 from search.schema import from_record
@@ -89,6 +89,17 @@ def supernet_weights(run_dir: Path, spec: ArchSpec) -> dict[str, torch.Tensor]:
         raise DataError(f"weights ({run_dir}): {spec} is not an architecture of this supernet's space "
                         f"(seed {net.space.seed}); search or name an architecture of that space")
     splits = load_dataset(from_record(record.get("data"), DataConfig, f"{run_dir / MANIFEST}: data"))
-    batches = calibration_batches(splits, batch_size=CALIB_BATCH_SIZE, seed=0)
-    reestimate_batchnorm(net, spec, batches, num_batches=CALIB_BATCHES)
-    return net.eval().extract(spec).state_dict()
+    return extract_subnet(net, spec, splits).state_dict()
+
+
+def extract_subnet(net: SuperNet, spec: ArchSpec, splits: DatasetSplits, *,
+                   calib_batches: int = CALIB_BATCHES, batch_size: int = CALIB_BATCH_SIZE,
+                   seed: int = 0) -> MobileNetV3Like:
+    """``spec``'s sub-network of ``net`` as an ordinary network (eval mode, on the net's device), its
+    batch-norm statistics re-estimated on ``calib_batches`` training batches of ``splits`` drawn with
+    ``seed`` (the batches :func:`~evaluators.supernet.score_subnet` uses: the same statistics). The
+    supernet's own statistics are left as ``spec``'s."""
+    device = next(net.parameters()).device
+    batches = calibration_batches(splits, batch_size=batch_size, seed=seed, device=device)
+    reestimate_batchnorm(net, spec, batches, num_batches=calib_batches)
+    return net.eval().extract(spec)

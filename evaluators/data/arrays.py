@@ -1,10 +1,22 @@
-"""Images held in memory as one uint8 tensor, with the splitting helpers."""
+"""Images held in memory as one uint8 tensor, and the splitting helpers for it or any other set of
+items with ``take`` and ``len`` (the files of a streamed folder)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 import torch
+
+ItemsT = TypeVar("ItemsT", bound="Items")
+
+
+class Items(Protocol):
+    """What can be split: a length, and ``take`` of the items at some indices."""
+
+    def __len__(self) -> int: ...
+
+    def take(self: ItemsT, indices: torch.Tensor) -> ItemsT: ...
 
 
 @dataclass(frozen=True)
@@ -28,10 +40,6 @@ class ImageArrays:
     def take(self, indices: torch.Tensor) -> ImageArrays:
         return ImageArrays(self.images[indices], self.labels[indices].long())
 
-    def head(self, count: int | None) -> ImageArrays:
-        """The first ``count`` images (all when None)."""
-        return self if count is None or count >= len(self) else self.take(torch.arange(count))
-
 
 def resolve_count(value: float, total: int) -> int:
     """A fraction of ``total`` when ``value`` < 1, else ``value`` itself (capped at ``total``)."""
@@ -39,7 +47,12 @@ def resolve_count(value: float, total: int) -> int:
     return min(count, total)
 
 
-def split(arrays: ImageArrays, held_out: int, seed: int) -> tuple[ImageArrays, ImageArrays]:
-    """Shuffle with ``seed`` and hold out ``held_out`` images: (rest, held out)."""
-    order = torch.randperm(len(arrays), generator=torch.Generator().manual_seed(seed))
-    return arrays.take(order[held_out:]), arrays.take(order[:held_out])
+def split(items: ItemsT, held_out: int, seed: int) -> tuple[ItemsT, ItemsT]:
+    """Shuffle with ``seed`` and hold out ``held_out`` items: (rest, held out)."""
+    order = torch.randperm(len(items), generator=torch.Generator().manual_seed(seed))
+    return items.take(order[held_out:]), items.take(order[:held_out])
+
+
+def head(items: ItemsT, count: int | None) -> ItemsT:
+    """The first ``count`` items (all when None)."""
+    return items if count is None or count >= len(items) else items.take(torch.arange(count))

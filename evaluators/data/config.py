@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from evaluators.data.synthetic import MAX_CLASSES
 from search_spaces.errors import DataError
 
+MAX_WORKERS = 64  # decode processes per training process
+
 # name -> one-line description; the order is the order of error messages.
 DATASETS: dict[str, str] = {
     "synthetic": "embedded shapes-and-textures set generated from a seed (no files needed)",
@@ -37,11 +39,16 @@ class DataConfig:
     train_subset: int | None = None  # fixed-size subsets for fast proxies
     val_subset: int | None = None
     test_subset: int | None = None
-    augment: bool = True  # random crop with padding (+ flip) on training batches
+    augment: bool = True  # random crop after padding (streamed: random-resized crop), + flip, when training
     crop_padding: int = 4  # reflect-padding pixels at the output resolution before the random crop
     flip: bool = True  # horizontal flip (off for digit-like sets)
-    mean: list[float] | None = None  # per channel, 0..1 scale; null: measured on the train split
+    mean: list[float] | None = None  # per channel, 0..1; null: the train split's (streamed: ImageNet's)
     std: list[float] | None = None
+    # folder only, for mobilenas train / reproduce action=train: decode images from disk in DataLoader
+    # workers each step (random-resized crop + flip, ImageNet mean/std when mean/std are null) instead of
+    # holding them in memory; null: when they would take more than 1 GiB in memory
+    stream: bool | None = None
+    workers: int | None = None  # stream decode processes (0: in the training process); null: CPUs - 1, <= 8
     # synthetic set only
     num_classes: int = 10  # 2..20
     train_size: int = 5000
@@ -71,6 +78,12 @@ class DataConfig:
             value = getattr(self, key)
             if value is not None and len(value) != self.channels:
                 raise DataError(f"data.{key}: needs {self.channels} values (one per channel), got {value}")
+        if self.stream and self.name != "folder":
+            raise DataError(f"data.stream: true streams image folders only (data.name=folder), got "
+                            f"data.name={self.name}; allowed: null, false")
+        if self.workers is not None and not 0 <= self.workers <= MAX_WORKERS:
+            raise DataError(f"data.workers: must be in 0..{MAX_WORKERS} or null (automatic), "
+                            f"got {self.workers}")
         if self.std is not None and min(self.std) <= 0:
             raise DataError(f"data.std: values must be positive, got {self.std}")
         if self.name == "synthetic":

@@ -4,21 +4,61 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Generic
 
 import torch
 
-from evaluators.data.arrays import ImageArrays, resolve_count, split
+from evaluators.data.arrays import ImageArrays, ItemsT, head, resolve_count, split
 from evaluators.data.config import DataConfig
 from evaluators.data.loader import Augment, BatchLoader
 from search_spaces.errors import DataError
+
+if TYPE_CHECKING:
+    from evaluators.data.folder import Listing
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
 _STATS_SAMPLE = 5000  # images used to measure mean and std
 
 
+class Splits(Generic[ItemsT]):
+    """What every pipeline's splits share: the three splits (:func:`split_sets`) and the set's facts."""
+
+    train: ItemsT
+    val: ItemsT
+    test: ItemsT
+    num_classes: int
+    resolution: int
+    in_channels: int
+    name: str
+    details: dict[str, object]
+
+    def split(self, name: str) -> ItemsT:
+        if name not in SPLITS:
+            raise DataError(f"split {name!r} is unknown; allowed: {', '.join(SPLITS)}")
+        return getattr(self, name)
+
+    def summary(self) -> dict[str, object]:
+        """Plain facts for logs and metrics files."""
+        return {"name": self.name, "num_classes": self.num_classes, "resolution": self.resolution,
+                "in_channels": self.in_channels, "train": len(self.train), "val": len(self.val),
+                "test": len(self.test), **self.details}
+
+
+def split_sets(cfg: DataConfig, train: ItemsT, test: ItemsT | None) -> tuple[ItemsT, ItemsT, ItemsT]:
+    """(train, val, test) as ``cfg`` says: a test split held out of ``train`` when the set has none
+    (``test_size``, ``split_seed + 1``), then the validation split (``val_size``, ``split_seed``), then
+    the subsets; a DataError when no training item is left."""
+    if test is None:
+        train, test = split(train, resolve_count(cfg.test_size, len(train)), cfg.split_seed + 1)
+    train, val = split(train, resolve_count(cfg.val_size, len(train)), cfg.split_seed)
+    if len(train) == 0:
+        raise DataError(f"data.val_size: {cfg.val_size} leaves no training images")
+    return head(train, cfg.train_subset), head(val, cfg.val_subset), head(test, cfg.test_subset)
+
+
 @dataclass(frozen=True)
-class DatasetSplits:
+class DatasetSplits(Splits[ImageArrays]):
     """Three splits of one set and how to turn them into batches.
 
     The validation split is held out of the training set with ``DataConfig.split_seed``; a
@@ -38,11 +78,6 @@ class DatasetSplits:
     augment: Augment | None = None
     details: dict[str, object] = field(default_factory=dict)
 
-    def split(self, name: str) -> ImageArrays:
-        if name not in SPLITS:
-            raise DataError(f"split {name!r} is unknown; allowed: {', '.join(SPLITS)}")
-        return getattr(self, name)
-
     def loader(self, split: str, batch_size: int, *, train: bool = False, seed: int = 0,
                device: str | torch.device = "cpu", shard: tuple[int, int] = (0, 1)) -> BatchLoader:
         """Batches of ``split``; ``train=True`` shuffles, augments and drops a partial last batch;
@@ -53,14 +88,8 @@ class DatasetSplits:
             augment=self.augment if train else None, drop_last=train, seed=seed, device=device, shard=shard,
         )
 
-    def summary(self) -> dict[str, object]:
-        """Plain facts for logs and metrics files."""
-        return {"name": self.name, "num_classes": self.num_classes, "resolution": self.resolution,
-                "in_channels": self.in_channels, "train": len(self.train), "val": len(self.val),
-                "test": len(self.test), **self.details}
 
-
-def _load_raw(cfg: DataConfig) -> tuple[ImageArrays, ImageArrays | None, int]:
+def _load_raw(cfg: DataConfig, listed: Listing | None) -> tuple[ImageArrays, ImageArrays | None, int]:
     if cfg.name == "synthetic":
         from evaluators.data.synthetic import synthetic_arrays
 
@@ -79,7 +108,7 @@ def _load_raw(cfg: DataConfig) -> tuple[ImageArrays, ImageArrays | None, int]:
         return load_idx(cfg.root)
     from evaluators.data.folder import load_folder
 
-    return load_folder(cfg.root, cfg.resolution, cfg.channels)
+    return load_folder(cfg.root, cfg.resolution, cfg.channels, listed)
 
 
 def channel_stats(images: torch.Tensor, channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -93,16 +122,15 @@ def channel_stats(images: torch.Tensor, channels: int) -> tuple[tuple[float, ...
     return tuple(x.mean(dim=(0, 2, 3)).tolist()), tuple(std.tolist())
 
 
-def load_dataset(cfg: DataConfig) -> DatasetSplits:
-    """Load (or generate) ``cfg``'s set and split it; :class:`DataError` for bad paths or fields."""
+def load_dataset(cfg: DataConfig, listed: Listing | None = None) -> DatasetSplits:
+    """Load (or generate) ``cfg``'s set and split it; :class:`DataError` for bad paths or fields.
+    ``listed``: the folder's :func:`evaluators.data.folder.list_folder` when already listed."""
     cfg.validate()
-    train, test, num_classes = _load_raw(cfg)
-    if test is None:  # a folder without its own test split
-        train, test = split(train, resolve_count(cfg.test_size, len(train)), cfg.split_seed + 1)
-    train, val = split(train, resolve_count(cfg.val_size, len(train)), cfg.split_seed)
-    if len(train) == 0:
-        raise DataError(f"data.val_size: {cfg.val_size} leaves no training images")
-    train, val, test = train.head(cfg.train_subset), val.head(cfg.val_subset), test.head(cfg.test_subset)
+    if cfg.stream:
+        raise DataError("data.stream: true is for mobilenas train and reproduce action=train; this command "
+                        "holds its images in memory; allowed here: null, false")
+    train, raw_test, num_classes = _load_raw(cfg, listed)
+    train, val, test = split_sets(cfg, train, raw_test)
     if cfg.mean is not None and cfg.std is not None:
         mean, std = tuple(cfg.mean), tuple(cfg.std)
     else:

@@ -64,6 +64,47 @@ def random_crop_flip(x: torch.Tensor, augment: Augment, generator: torch.Generat
     return x
 
 
+@dataclass(frozen=True)
+class BatchPlan:
+    """Which items form each batch: the order of epoch ``e`` depends only on (seed, e) when shuffled;
+    ``drop_last`` drops a last partial batch unless the set is smaller than a batch; ``shard=(rank,
+    world_size)``: the rank's contiguous part of every global batch (:func:`shard_slice`)."""
+
+    count: int
+    batch_size: int
+    shuffle: bool = False
+    drop_last: bool = False
+    seed: int = 0
+    shard: tuple[int, int] = (0, 1)
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not 0 <= self.shard[0] < self.shard[1]:
+            raise ValueError(f"shard must be (rank, world_size) with 0 <= rank < world_size, "
+                             f"got {self.shard}")
+
+    def __len__(self) -> int:
+        full, rest = divmod(self.count, self.batch_size)
+        return full if self.drop_last and self.count > self.batch_size else full + (rest > 0)
+
+    def order(self, epoch: int) -> torch.Tensor:
+        if not self.shuffle:
+            return torch.arange(self.count)
+        return torch.randperm(self.count, generator=_generator(self.seed, epoch))
+
+    def batch(self, order: torch.Tensor, batch: int) -> tuple[torch.Tensor, slice]:
+        """The items of global batch ``batch`` in ``order`` and this rank's rows of it."""
+        index = order[batch * self.batch_size:(batch + 1) * self.batch_size]
+        return index, shard_slice(len(index), *self.shard)
+
+    def shard_fraction(self, batch: int) -> float:
+        """This rank's share of the items of global batch ``batch`` (1.0 when not sharded)."""
+        count = min(self.batch_size, self.count - batch * self.batch_size)
+        rows = shard_slice(count, *self.shard)
+        return (rows.stop - rows.start) / count
+
+
 class BatchLoader:
     """Iterate ``(images, labels)`` batches of ``data``, ready for the network.
 
@@ -77,44 +118,33 @@ class BatchLoader:
                  std: tuple[float, ...], channels: int = 3, shuffle: bool = False,
                  augment: Augment | None = None, drop_last: bool = False, seed: int = 0,
                  device: str | torch.device = "cpu", shard: tuple[int, int] = (0, 1)) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if not 0 <= shard[0] < shard[1]:
-            raise ValueError(f"shard must be (rank, world_size) with 0 <= rank < world_size, got {shard}")
-        self.shard = shard
-        self.data, self.batch_size, self.resolution = data, batch_size, resolution
-        self.channels, self.shuffle, self.augment, self.seed = channels, shuffle, augment, seed
-        self.drop_last = drop_last and len(data) > batch_size
+        self.plan = BatchPlan(len(data), batch_size, shuffle, drop_last, seed, shard)
+        self.data, self.resolution, self.channels = data, resolution, channels
+        self.augment, self.seed = augment, seed
         self.device = torch.device(device)
         self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
 
     def __len__(self) -> int:
-        full, rest = divmod(len(self.data), self.batch_size)
-        return full if self.drop_last else full + (rest > 0)
+        return len(self.plan)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         return self.batches(0)
 
     def order(self, epoch: int) -> torch.Tensor:
-        if not self.shuffle:
-            return torch.arange(len(self.data))
-        return torch.randperm(len(self.data), generator=_generator(self.seed, epoch))
+        return self.plan.order(epoch)
 
     def batches(self, epoch: int = 0, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The batches (this rank's shards of them) of ``epoch``, beginning at batch index ``start``."""
         order = self.order(epoch)
         for b in range(start, len(self)):
-            index = order[b * self.batch_size:(b + 1) * self.batch_size]
-            rows = shard_slice(len(index), *self.shard)
+            index, rows = self.plan.batch(order, b)
             images = self.prepare(self.data.images[index[rows]], epoch, b, rows=rows, total=len(index))
             yield images, self.data.labels[index[rows]].to(self.device)
 
     def shard_fraction(self, batch: int) -> float:
         """This rank's share of the images of global batch ``batch`` (1.0 when not sharded)."""
-        count = min(self.batch_size, len(self.data) - batch * self.batch_size)
-        rows = shard_slice(count, *self.shard)
-        return (rows.stop - rows.start) / count
+        return self.plan.shard_fraction(batch)
 
     def prepare(self, images: torch.Tensor, epoch: int = 0, batch: int = 0, *, rows: slice = slice(None),
                 total: int | None = None) -> torch.Tensor:

@@ -82,7 +82,8 @@ def read_manifest(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """The checked manifest of a supernet run dir (format, version, space, record)."""
     root = Path(run_dir)
     if not root.is_dir():
-        raise DataError(f"{root}: supernet run dir not found")
+        raise DataError(f"{root}: supernet run dir not found (the out= dir of "
+                        "'mobilenas supernet action=train')")
     path = _plain_file(root / MANIFEST, "manifest")
     manifest = read_json_object(path, max_bytes=MAX_MANIFEST_BYTES, what="supernet run manifest")
     if manifest.get("format") != FORMAT:

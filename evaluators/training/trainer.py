@@ -1,4 +1,4 @@
-"""``fit``: train any ``nn.Module`` on a :class:`DatasetSplits`, resumable, never raising on NaN.
+"""``fit``: train any ``nn.Module`` on a :class:`TrainingData`, resumable, never raising on NaN.
 
 A run diverges (status ``diverged``, stopped at once) when a training loss is NaN or infinite, when
 at an evaluation the mean training loss or the validation loss is not below :data:`MAX_LOSS`, or
@@ -36,7 +36,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 import evaluators.training.distributed as distributed
-from evaluators.data import DatasetSplits
+from evaluators.data import TrainingData
 from evaluators.training.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from evaluators.training.config import RESUMABLE_CHANGES, TrainConfig
 from evaluators.training.metrics import EvalResult, autocast_context, evaluate, recalibrate_batchnorm
@@ -106,7 +106,7 @@ class TrainingRun:
 
     ddp_wrap = True
 
-    def __init__(self, model: nn.Module, data: DatasetSplits, cfg: TrainConfig, eval_split: str) -> None:
+    def __init__(self, model: nn.Module, data: TrainingData, cfg: TrainConfig, eval_split: str) -> None:
         self.model, self.data, self.cfg = model, data, cfg
         self.dist = distributed.context()
         if cfg.batch_size < self.dist.world_size:
@@ -119,9 +119,9 @@ class TrainingRun:
                 raise ConfigError("trainer.sync_bn: not available for this run (its batch norms are not "
                                   "plain BatchNorm layers); set trainer.sync_bn=false")
             nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        model.to(self.device)
-        if self.device.type == "cuda":
-            model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # missing in stubs
+        # channels-last weights on every device: on the CPU a V3-Small-space training step at 32x32 runs
+        # 2.5-3x faster than with contiguous weights (benchmarks/training_throughput.py)
+        model.to(self.device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # (stubs)
         shard = self.dist.shard
         self.train_loader = data.loader("train", cfg.batch_size, train=True, seed=cfg.seed,
                                         device=self.device, shard=shard)
@@ -307,7 +307,7 @@ class TrainingRun:
         return self.step % every == 0 if every > 0 else self.step % self.steps_per_epoch == 0
 
 
-def fit(model: nn.Module, data: DatasetSplits, cfg: TrainConfig, *, eval_split: str = "val",
+def fit(model: nn.Module, data: TrainingData, cfg: TrainConfig, *, eval_split: str = "val",
         checkpoint_dir: str | Path | None = None, resume: bool = False,
         on_eval: EvalCallback | None = None) -> TrainResult:
     """Train ``model`` in place on ``data.train`` and evaluate it on ``data.<eval_split>``.
@@ -315,7 +315,8 @@ def fit(model: nn.Module, data: DatasetSplits, cfg: TrainConfig, *, eval_split: 
     Args:
         model: any module mapping (N, C, R, R) images to (N, classes) logits; already built
             (and possibly holding inherited weights). Moved to the configured device.
-        data: the splits, as from :func:`evaluators.data.load_dataset`.
+        data: the splits, as from :func:`evaluators.data.load_dataset` (in memory) or
+            :func:`evaluators.data.load_training_data` (possibly streamed from disk).
         cfg: budget, optimizer, schedule, precision, seed.
         eval_split: ``val`` (the default; the search never looks at ``test``) or ``test``.
         checkpoint_dir: where ``checkpoint.pt`` is written atomically every

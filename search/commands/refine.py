@@ -111,7 +111,7 @@ def run(options: RefineConfig) -> None:
     log.info("seed %s: %s", where, spec)
     log.info("latency: %s", latency.describe())
     result = refine(spec, config=netadapt_cfg, latency_ms=latency, data=data, trainer=trainer_cfg,
-                    run_dir=run_dir, weights=weights, progress=options.progress)
+                    run_dir=run_dir, weights=weights, progress=options.progress, data_config=data_cfg)
     files = write_outputs(run_dir, result, data=data, trainer=trainer_cfg, config=netadapt_cfg,
                           protocol=latency_protocol(latency), seed_source=where)
     print(report(result, files, run_dir))

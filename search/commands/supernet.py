@@ -1,11 +1,10 @@
 """``mobilenas supernet``: train a weight-sharing supernet over a space (``action=train``), or score one
 of its sub-networks (``action=eval``).
 
-``action=train`` writes a supernet run directory (``out=``, else Hydra's run dir): ``run_config.json``
-(space, data, trainer and supernet options, for ``resume``), ``checkpoint.pt``, the supernet itself
-(:func:`~evaluators.supernet.save_supernet`: weights, space, training record, data description),
-``metrics.json``, ``metrics.csv`` and one learning curve per sub-network size. A diverged run gets
-``status: diverged`` in its metrics, no supernet weights and exit status 1.
+``action=train`` writes a supernet run directory (``out=``, else Hydra's run dir) with
+:func:`search.supernet_job.train`: ``run_config.json`` (for ``resume``), ``checkpoint.pt``, the supernet,
+``metrics.json``, ``metrics.csv`` and learning curves. A diverged run gets ``status: diverged`` in its
+metrics, no supernet weights and exit status 1.
 
 ``action=eval run=<dir> arch=<largest|smallest|reference|spec file|spec string>`` re-estimates the
 sub-network's batch-norm statistics on seeded training batches and prints its validation top-1,
@@ -17,9 +16,7 @@ parameters, MAdds and the time taken.
 
 from __future__ import annotations
 
-import json
-import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,25 +24,21 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 
 from evaluators.cost import count_cost
-from evaluators.data import DataConfig, DatasetSplits, load_dataset
-from evaluators.supernet import SuperNet, load_supernet, save_supernet, score_subnet
+from evaluators.data import DataConfig, load_dataset
+from evaluators.supernet import load_supernet, score_subnet
 from evaluators.supernet.config import SupernetTrainConfig
-from evaluators.supernet.rundir import MANIFEST, WEIGHTS
 from evaluators.supernet.scoring import CALIB_BATCH_SIZE, CALIB_BATCHES
-from evaluators.supernet.train import SIZES, size_history, train_supernet
-from evaluators.training import TrainConfig, TrainResult
-from evaluators.training.distributed import context, shared_run_dir
-from evaluators.training.report import plot_learning_curve, write_metrics
+from evaluators.training import TrainConfig
+from evaluators.training.distributed import shared_run_dir
 from search.arch import resolve_arch
 from search.schema import from_record
-from search.training_job import RUN_CONFIG, read_run_config, resume_dir
-from search_spaces import serialize
-from search_spaces.config import SpaceConfig, build_space
-from search_spaces.errors import ConfigError, SpecError, TrainingDiverged
+from search.supernet_job import SupernetJob, saved_job, train
+from search.training_job import resume_dir
+from search_spaces.config import SpaceConfig
+from search_spaces.errors import ConfigError, SpecError
 from search_spaces.limits import SpecLimits
 from search_spaces.spec import ArchSpec
 
-log = logging.getLogger(__name__)
 ACTIONS = ("train", "eval")
 
 
@@ -89,18 +82,6 @@ class SupernetCommandConfig:
 CONFIG = SupernetCommandConfig
 
 
-@dataclass(frozen=True)
-class SupernetJob:
-    """What one supernet training run is made of, fixed when it starts and reused on resume."""
-
-    run_dir: Path
-    space: SpaceConfig
-    data: DataConfig
-    trainer: TrainConfig
-    settings: SupernetTrainConfig
-    resuming: bool
-
-
 def run(options: SupernetCommandConfig) -> None:
     if options.threads > 0:
         torch.set_num_threads(options.threads)
@@ -117,96 +98,11 @@ def prepare(options: SupernetCommandConfig, run_dir: Path) -> SupernetJob:
     resume_from = resume_dir(options.resume, run_dir)
     if resume_from is None:
         return SupernetJob(run_dir, options.space, options.data, options.trainer, options.supernet, False)
-    job = _saved_job(resume_from, progress=options.trainer.progress)
+    job = saved_job(resume_from, key="resume", progress=options.trainer.progress)
     job.data.validate()
     job.trainer.validate()
     job.settings.validate()
     return job
-
-
-def _saved_job(run_dir: Path, *, progress: bool) -> SupernetJob:
-    saved = run_dir / RUN_CONFIG
-    stored = read_run_config(run_dir, key="resume", kind="supernet",
-                             started_by="mobilenas supernet action=train")
-    trainer = from_record(stored.get("trainer"), TrainConfig, f"{saved}: trainer").replace(progress=progress)
-    return SupernetJob(run_dir, from_record(stored.get("space"), SpaceConfig, f"{saved}: space"),
-                       from_record(stored.get("data"), DataConfig, f"{saved}: data"), trainer,
-                       from_record(stored.get("supernet"), SupernetTrainConfig, f"{saved}: supernet"), True)
-
-
-def train(job: SupernetJob) -> dict[str, Any]:
-    """Train the job's supernet, write the run dir's files and print the sizes' figures (rank 0 only
-    under torchrun)."""
-    ctx = context()
-    splits = load_dataset(job.data)
-    space = build_space(job.space, num_classes=splits.num_classes, resolution=splits.resolution,
-                        in_channels=splits.in_channels)
-    job.run_dir.mkdir(parents=True, exist_ok=True)
-    if not job.resuming and ctx.is_main:
-        serialize.atomic_write_text(job.run_dir / RUN_CONFIG, json.dumps(
-            {"space": asdict(job.space), "data": asdict(job.data), "trainer": job.trainer.to_dict(),
-             "supernet": job.settings.to_dict()}, indent=2) + "\n")
-    log.info("supernet run dir %s%s; space of %.3g architectures", job.run_dir,
-             " (resuming)" if job.resuming else "", space.size())
-    torch.manual_seed(job.trainer.seed)
-    net = SuperNet(space)
-    eval_split = "val" if len(splits.val) else "test"
-    result = train_supernet(net, splits, job.trainer, job.settings, eval_split=eval_split,
-                            checkpoint_dir=job.run_dir, resume=job.resuming)
-    metrics = _metrics(job, splits, result, eval_split)
-    if ctx.is_main:
-        _write_files(job, net, splits, result, metrics)
-    ctx.barrier()
-    if not result.ok:
-        metrics_file = job.run_dir / "metrics.json"
-        raise TrainingDiverged(f"supernet training diverged: {result.message}; see {metrics_file}; "
-                               "lower trainer.lr or set trainer.clip_grad_norm")
-    if ctx.is_main:
-        _print_training(metrics, job.run_dir)
-    return metrics
-
-
-def _write_files(job: SupernetJob, net: SuperNet, splits: DatasetSplits, result: TrainResult,
-                 metrics: dict[str, Any]) -> None:
-    """The supernet (when completed), metrics and learning curves of a finished or diverged run."""
-    if result.ok:
-        save_supernet(job.run_dir, net.cpu(), record=_record(job, splits, metrics))
-    else:  # never leave weights beside a diverged run's metrics, not even an earlier run's
-        for name in (WEIGHTS, MANIFEST):
-            (job.run_dir / name).unlink(missing_ok=True)
-    write_metrics(job.run_dir, metrics)
-    for size in SIZES if result.history else ():
-        plot_learning_curve(size_history(result.history, size), job.run_dir / f"learning_curve_{size}.png",
-                            title=f"supernet, {size} sub-network: {splits.name} {splits.resolution}x"
-                                  f"{splits.resolution}")
-
-
-def _metrics(job: SupernetJob, splits: DatasetSplits, result: TrainResult, eval_split: str) -> dict[str, Any]:
-    last = result.history[-1] if result.history and result.ok else {}
-    return {
-        "status": result.status, "message": result.message, "split": eval_split,
-        "sizes": {size: {key: last.get(f"{size}_{key}") for key in ("top1", "loss")} for size in SIZES},
-        "top1": result.top1, "top5": result.top5, "loss": result.loss, "data": splits.summary(),
-        "budget": {"steps": result.total_steps, "epochs": round(result.epochs, 4),
-                   "batch_size": job.trainer.batch_size},
-        "trainer": job.trainer.to_dict(), "supernet": job.settings.to_dict(),
-        "seconds": round(result.seconds, 3), "history": result.history,
-    }
-
-
-def _record(job: SupernetJob, splits: DatasetSplits, metrics: dict[str, Any]) -> dict[str, Any]:
-    return {"data": asdict(job.data), "data_summary": splits.summary(), "space_config": asdict(job.space),
-            "trainer": job.trainer.to_dict(), "supernet": job.settings.to_dict(),
-            "status": metrics["status"], "sizes": metrics["sizes"], "budget": metrics["budget"],
-            "seconds": metrics["seconds"]}
-
-
-def _print_training(metrics: dict[str, Any], run_dir: Path) -> None:
-    sizes = "  ".join(f"{size} {100 * figures['top1']:.2f}%" for size, figures in metrics["sizes"].items())
-    print(f"supernet on {metrics['data']['name']}: {metrics['split']} top-1 {sizes}  "
-          f"({metrics['budget']['steps']} steps in {metrics['seconds']:.1f}s, "
-          f"chance {100 / metrics['data']['num_classes']:.1f}%)")
-    print(f"run dir: {run_dir}")
 
 
 # --- action=eval ----------------------------------------------------------------------

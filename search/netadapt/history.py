@@ -16,8 +16,8 @@ from search_spaces.spec import ArchSpec
 
 @dataclass(frozen=True)
 class CandidateRecord:
-    """One proposal of an iteration: the network it proposed, its accuracy after the short
-    fine-tune and its score under the run's metric."""
+    """One proposal of an iteration: the network it proposed, its accuracy (after the short
+    fine-tune, or its supernet score) and its score under the run's metric."""
 
     proposal: Proposal
     accuracy: float
@@ -42,7 +42,8 @@ class CandidateRecord:
 @dataclass(frozen=True)
 class IterationRecord:
     """The network after one iteration (``iteration`` 0: the seed; ``chosen``: the label of the
-    proposal kept, None for the seed), its latency and accuracy, and every candidate tried."""
+    proposal kept, None for the seed), its latency and accuracy, and every candidate tried (how the
+    accuracies were measured is the run's, in its record's provenance)."""
 
     iteration: int
     chosen: str | None

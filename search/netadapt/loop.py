@@ -9,6 +9,11 @@ evaluates it; the candidate with the best score is kept. The score is V3's
 ``delta_ms``, or after ``max_iterations``; then the network is fine-tuned for ``final_steps``.
 The options are a :class:`~search.netadapt.config.NetAdaptConfig` (checked when it was built).
 
+With a :class:`~search.netadapt.supernet.SupernetScorer` the proposals are sub-networks of the
+supernet's space (:func:`~search.netadapt.subnets.propose_subnets`), each scored on the supernet
+instead of inherited and fine-tuned; no weights exist until the end, when the refined network's
+are extracted from the supernet (batch norm re-estimated) for the final fine-tune.
+
 With a ``run_dir``, every finished iteration is written atomically (``netadapt_state.pt``:
 spec, weights, history; ``history.json``), so a rerun with the same arguments resumes from the
 last finished iteration and reaches the same result. The torch RNG is seeded per fine-tune
@@ -40,7 +45,9 @@ from search.netadapt.history import (
     history_to_json,
 )
 from search.netadapt.inherit import inherit_weights
-from search.netadapt.proposals import propose
+from search.netadapt.proposals import Proposal, propose
+from search.netadapt.subnets import propose_subnets
+from search.netadapt.supernet import SupernetScorer
 from search_spaces.builder import MobileNetV3Like, build_model
 from search_spaces.errors import DataError, TrainingDiverged
 from search_spaces.serialize import atomic_write_text, from_dict, to_dict
@@ -140,21 +147,24 @@ def _score(metric: str, accuracy: float, current_accuracy: float, cut_ms: float)
     return -math.inf if math.isnan(score) else score
 
 
-def _settings(seed_spec: ArchSpec, config: NetAdaptConfig) -> dict[str, Any]:
-    """What a checkpoint must have been written with to be resumed (the keys of earlier versions)."""
-    return {"seed_spec": str(seed_spec), "target_ms": config.target_ms, "target_ratio": config.ratio,
-            "delta_ms": None, "delta_ratio": float(config.delta_ratio), "short_steps": config.short_steps,
-            "final_steps": config.final_steps, "metric": config.metric, "kinds": list(config.kinds),
-            "seed": config.seed}
+def _settings(seed_spec: ArchSpec, config: NetAdaptConfig, scorer: SupernetScorer | None) -> dict[str, Any]:
+    """What a checkpoint must have been written with to be resumed (the keys of earlier versions; the
+    scorer's only when proposals are scored on a supernet)."""
+    settings = {"seed_spec": str(seed_spec), "target_ms": config.target_ms, "target_ratio": config.ratio,
+                "delta_ms": None, "delta_ratio": float(config.delta_ratio), "short_steps": config.short_steps,
+                "final_steps": config.final_steps, "metric": config.metric,
+                "kinds": list(config.proposal_kinds), "seed": config.seed}
+    return settings if scorer is None else {**settings, "scorer": scorer.describe()}
 
 
 @dataclass(frozen=True)
 class _State:
-    """A checkpoint read back: the current network, the history so far, the resolved target and
-    cut, and (for a finished run) its status and final accuracy."""
+    """A checkpoint read back: the current network (no weights while a supernet scores the
+    proposals), the history so far, the resolved target and cut, and (for a finished run) its status
+    and final accuracy."""
 
     spec: ArchSpec
-    model: MobileNetV3Like
+    model: MobileNetV3Like | None
     history: History
     target_ms: float
     delta_ms: float
@@ -185,8 +195,10 @@ class _Run:
         history = history_from_json(payload.get("history"), str(path))
         try:
             spec = from_dict(payload["spec"])
-            model = build_model(spec)
-            model.load_state_dict(payload["state_dict"])
+            model = None
+            if payload["state_dict"] or "scorer" not in self.settings:
+                model = build_model(spec)
+                model.load_state_dict(payload["state_dict"])
             return _State(spec, model, history, float(payload["target_ms"]), float(payload["delta_ms"]),
                           payload.get("status"), payload.get("accuracy"))
         except (KeyError, TypeError, ValueError, RuntimeError) as err:
@@ -197,7 +209,8 @@ class _Run:
         if self.dir is None:
             return
         history = history_to_json(state.history)
-        tensors = {k: v.detach().cpu() for k, v in state.model.state_dict().items()}
+        weights = state.model.state_dict() if state.model is not None else {}
+        tensors = {k: v.detach().cpu() for k, v in weights.items()}
         extra = {} if state.status is None else {"status": state.status, "accuracy": state.accuracy}
         save_netadapt_state({"settings": self.settings, "spec": to_dict(state.spec), "state_dict": tensors,
                              "history": history, "target_ms": state.target_ms, "delta_ms": state.delta_ms,
@@ -206,13 +219,13 @@ class _Run:
 
 
 def _result(state: _State) -> NetAdaptResult:
-    assert state.status is not None and state.accuracy is not None
+    assert state.status is not None and state.accuracy is not None and state.model is not None
     return NetAdaptResult(spec=state.spec, model=state.model, status=state.status, accuracy=state.accuracy,
                           target_ms=state.target_ms, delta_ms=state.delta_ms, history=state.history)
 
 
-def _start(seed_spec: ArchSpec, seed_model: MobileNetV3Like, config: NetAdaptConfig, latency: _Latency,
-           evaluate: Evaluate) -> _State:
+def _start(seed_spec: ArchSpec, seed_model: MobileNetV3Like | None, config: NetAdaptConfig, latency: _Latency,
+           evaluate: Evaluate, scorer: SupernetScorer | None) -> _State:
     """The seed as iteration 0, with the target and the cut resolved from its latency."""
     seed_latency = latency(seed_spec)
     if config.target_ms is not None:  # an absolute target wins over the ratio
@@ -221,28 +234,48 @@ def _start(seed_spec: ArchSpec, seed_model: MobileNetV3Like, config: NetAdaptCon
         assert config.target_ratio is not None  # NetAdaptConfig holds one of them
         target = config.target_ratio * seed_latency
     delta = config.delta_ratio * seed_latency
-    seed = IterationRecord(0, None, seed_latency, float(evaluate(seed_model)), seed_spec)
+    if scorer is not None:
+        seed = IterationRecord(0, None, seed_latency, scorer.score(seed_spec), seed_spec)
+    else:
+        assert seed_model is not None
+        seed = IterationRecord(0, None, seed_latency, float(evaluate(seed_model)), seed_spec)
     logger.info("netadapt: seed latency %.3f ms, accuracy %.4f, target %.3f ms, delta %.4f ms",
                 seed_latency, seed.accuracy, target, delta)
     return _State(seed_spec, seed_model, (seed,), target, delta)
 
 
+def _fine_tuned(state: _State, proposal: Proposal, config: NetAdaptConfig, rng_seed: int, fine_tune: FineTune,
+                evaluate: Evaluate) -> tuple[float, MobileNetV3Like]:
+    """``proposal``'s accuracy after inheriting ``state``'s weights and the short fine-tune; its network."""
+    assert state.model is not None
+    child = inherit_weights(state.model, proposal.spec)
+    if config.short_steps:
+        torch.manual_seed(rng_seed)
+        child = fine_tune(child.train(), config.short_steps)
+    return float(evaluate(child)), child
+
+
 def _iteration(state: _State, config: NetAdaptConfig, latency: _Latency, fine_tune: FineTune,
-               evaluate: Evaluate, progress: bool) -> _State | None:
+               evaluate: Evaluate, progress: bool, scorer: SupernetScorer | None) -> _State | None:
     """One iteration from ``state``: every proposal tried, the best kept; None without a proposal."""
     current, iteration = state.history[-1], len(state.history)
-    proposals = propose(state.spec, latency, state.delta_ms, kinds=config.kinds)
+    kinds = config.proposal_kinds
+    if scorer is not None:
+        proposals = propose_subnets(scorer.space, state.spec, latency, state.delta_ms, kinds=kinds)
+    else:
+        proposals = propose(state.spec, latency, state.delta_ms, kinds=kinds)
     if not proposals:
         return None
     candidates: list[CandidateRecord] = []
-    best: tuple[float, int, MobileNetV3Like] | None = None
+    best: tuple[float, int, MobileNetV3Like | None] | None = None
     bar = tqdm(proposals, desc=f"netadapt iteration {iteration}", leave=False, disable=not progress)
     for j, proposal in enumerate(bar):
-        child = inherit_weights(state.model, proposal.spec)
-        if config.short_steps:
-            torch.manual_seed(_rng_seed(config.seed, iteration, j))
-            child = fine_tune(child.train(), config.short_steps)
-        accuracy = float(evaluate(child))
+        child: MobileNetV3Like | None = None
+        if scorer is not None:
+            accuracy = scorer.score(proposal.spec)
+        else:
+            accuracy, child = _fine_tuned(state, proposal, config, _rng_seed(config.seed, iteration, j),
+                                          fine_tune, evaluate)
         score = _score(config.metric, accuracy, current.accuracy, proposal.latency_cut_ms)
         candidates.append(CandidateRecord(proposal, accuracy, score))
         if best is None or score > best[0]:
@@ -260,7 +293,7 @@ def _iteration(state: _State, config: NetAdaptConfig, latency: _Latency, fine_tu
 
 def netadapt(
     seed_spec: ArchSpec,
-    seed_model: MobileNetV3Like,
+    seed_model: MobileNetV3Like | None,
     config: NetAdaptConfig,
     *,
     latency_ms: Callable[[ArchSpec], float],
@@ -268,11 +301,12 @@ def netadapt(
     evaluate: Evaluate,
     run_dir: str | Path | None = None,
     progress: bool = True,
+    scorer: SupernetScorer | None = None,
 ) -> NetAdaptResult:
     """Refine ``seed_model`` (built from ``seed_spec``) until its latency meets ``config``'s target.
 
     Args:
-        seed_spec: the seed architecture; ``seed_model`` its (trained) network.
+        seed_spec: the seed architecture; ``seed_model`` its (trained) network (None with ``scorer``).
         config: target (``target_ms`` in the unit of ``latency_ms``, else ``target_ratio`` x the
             seed's latency), cut per iteration (``delta_ratio`` x the seed's latency), fine-tuning
             steps, metric, proposal kinds, iteration cap and seed. Ratios are resolved once, with
@@ -283,24 +317,33 @@ def netadapt(
         run_dir: where checkpoints and ``history.json`` go; an existing run there is resumed
             (a finished one is returned as is). ``None``: nothing is written.
         progress: show a tqdm bar over each iteration's candidates.
+        scorer: score proposals (sub-networks of its space) on its supernet, no fine-tuning; the
+            final network's weights are extracted from it. ``seed_spec`` must be in its space.
 
     Raises:
         DataError: ``run_dir`` holds another refinement. TrainingDiverged: every proposal's or the
-        final fine-tuning diverged.
+        final fine-tuning diverged. ConfigError: ``seed_spec`` is not in ``scorer``'s space.
     """
+    if (scorer is None) == bool(config.supernet):
+        raise ValueError("netadapt: pass a supernet scorer exactly when config.supernet is set")
+    if scorer is not None:
+        scorer.check(seed_spec)
+    elif seed_model is None:
+        raise ValueError("netadapt: a seed model is needed unless a supernet scores the proposals")
     latency = _Latency(latency_ms)
-    run = _Run(run_dir, _settings(seed_spec, config))
+    run = _Run(run_dir, _settings(seed_spec, config, scorer))
     finished = run.load(FINAL_FILE)
     if finished is not None:
         logger.info("netadapt: %s already holds a finished refinement; returning it", run.dir)
         return _result(finished)
     state = run.load(STATE_FILE)
     if state is not None:
-        state.model.to(next(seed_model.parameters()).device)
+        if state.model is not None and seed_model is not None:
+            state.model.to(next(seed_model.parameters()).device)
         latency.prime(state.history)
         logger.info("netadapt: resuming %s after iteration %d", run.dir, len(state.history) - 1)
     else:
-        state = _start(seed_spec, seed_model, config, latency, evaluate)
+        state = _start(seed_spec, seed_model, config, latency, evaluate, scorer)
         run.save(STATE_FILE, state)
 
     while True:
@@ -312,7 +355,7 @@ def netadapt(
             status = MAX_ITERATIONS
             break
         started = time.perf_counter()
-        following = _iteration(state, config, latency, fine_tune, evaluate, progress)
+        following = _iteration(state, config, latency, fine_tune, evaluate, progress, scorer)
         if following is None:
             status = NO_PROPOSAL
             logger.warning("netadapt: no proposal cuts %.4f ms from %.3f ms; stopping above the target",
@@ -327,6 +370,9 @@ def netadapt(
                     time.perf_counter() - started)
 
     model = state.model
+    if model is None:  # proposals were scored on the supernet: the refined network's weights come from it
+        assert scorer is not None
+        model = scorer.extract(state.spec)
     if config.final_steps:
         torch.manual_seed(_rng_seed(config.seed, len(state.history), -1))
         model = fine_tune(model.train(), config.final_steps)

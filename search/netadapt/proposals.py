@@ -19,7 +19,7 @@ inherited by truncating channels (:mod:`search.netadapt.inherit`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -54,10 +54,12 @@ class BottleneckGroup:
 
 @dataclass(frozen=True)
 class Proposal:
-    """One candidate network and what was changed to get it."""
+    """One candidate network and what was changed to get it. ``old_channels``/``new_channels`` are
+    channels for the width kinds (``exp``, ``bottleneck``, ``width``), the kernel size for
+    ``kernel``, 1/0 for ``se`` and the stage's depth for ``depth`` (the names of the history's keys)."""
 
-    kind: str  # "exp" or "bottleneck"
-    blocks: tuple[int, ...]  # the blocks whose exp (kind "exp") or out (kind "bottleneck") shrank
+    kind: str  # KINDS here; SUBNET_KINDS (search.netadapt.subnets) for sub-networks of a space
+    blocks: tuple[int, ...]  # the blocks changed (kind "depth": the blocks dropped)
     stem: bool  # the stem's width shrank too (bottleneck of the first group)
     old_channels: int
     new_channels: int
@@ -139,22 +141,25 @@ def shrink_group(spec: ArchSpec, group: BottleneckGroup, width: int) -> ArchSpec
     return changed
 
 
-def _first_cut(
-    spec: ArchSpec,
-    candidates: Iterator[tuple[int, ArchSpec]],
+def first_cut(
+    candidates: Iterable[tuple[int, ArchSpec]],
     latency_ms: LatencyFn,
     before: float,
     delta_ms: float,
 ) -> tuple[int, ArchSpec, float] | None:
-    """The first (widest) structure-preserving candidate that cuts latency by ``delta_ms``."""
-    shape = structure(spec)
-    for width, candidate in candidates:
-        if structure(candidate) != shape:
-            continue
+    """The first candidate (``(new value, spec)``, biggest first) that cuts latency by ``delta_ms``."""
+    for value, candidate in candidates:
         after = latency_ms(candidate)
         if before - after >= delta_ms:
-            return width, candidate, after
+            return value, candidate, after
     return None
+
+
+def _same_structure(spec: ArchSpec,
+                    candidates: Iterator[tuple[int, ArchSpec]]) -> Iterator[tuple[int, ArchSpec]]:
+    """The candidates that keep ``spec``'s expansion convs and residuals (their weights can be inherited)."""
+    shape = structure(spec)
+    return ((width, candidate) for width, candidate in candidates if structure(candidate) == shape)
 
 
 def propose(
@@ -188,16 +193,16 @@ def propose(
             if not block.has_expansion(inputs[i]):
                 continue
             widths = narrower_widths(block.exp)
-            found = _first_cut(spec, ((w, shrink_exp(spec, i, w)) for w in widths),
-                               latency_ms, before, delta_ms)
+            found = first_cut(_same_structure(spec, ((w, shrink_exp(spec, i, w)) for w in widths)),
+                              latency_ms, before, delta_ms)
             if found:
                 width, child, after = found
                 proposals.append(Proposal("exp", (i,), False, block.exp, width, before, after, child))
     if "bottleneck" in kinds:
         for group in bottleneck_groups(spec):
             widths = narrower_widths(group.width)
-            found = _first_cut(spec, ((w, shrink_group(spec, group, w)) for w in widths),
-                               latency_ms, before, delta_ms)
+            found = first_cut(_same_structure(spec, ((w, shrink_group(spec, group, w)) for w in widths)),
+                              latency_ms, before, delta_ms)
             if found:
                 width, child, after = found
                 proposals.append(Proposal("bottleneck", group.blocks, group.stem, group.width, width,

@@ -1,7 +1,8 @@
 """NetAdapt with the project's data and trainer: what ``mobilenas refine`` and the search
 pipeline call. Fine-tuning is :func:`evaluators.training.fit` at ``finetune_lr_scale`` x the
 trainer's learning rate; accuracy is top-1 on the validation split (never the test split,
-which only the final network is scored on)."""
+which only the final network is scored on). With ``netadapt.supernet`` the proposals are scored
+on that supernet (:mod:`search.netadapt.supernet`) and only the final network is fine-tuned."""
 
 from __future__ import annotations
 
@@ -17,11 +18,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from evaluators.data import DatasetSplits
+from evaluators.data import DataConfig, DatasetSplits
 from evaluators.training import TrainConfig, evaluate, fit, save_weights
 from search.export import materialize
 from search.netadapt.config import NetAdaptConfig
 from search.netadapt.loop import Evaluate, FineTune, NetAdaptResult, netadapt
+from search.netadapt.supernet import SupernetScorer
 from search.run_record import RunRecord, data_facts, write_run_record
 from search_spaces.builder import MobileNetV3Like, build_model
 from search_spaces.errors import MobilenasError, TrainingDiverged
@@ -85,20 +87,40 @@ def seed_model(spec: ArchSpec, data: DatasetSplits, trainer: TrainConfig, *,
 
 def refine(seed_spec: ArchSpec, *, config: NetAdaptConfig, latency_ms: Callable[[ArchSpec], float],
            data: DatasetSplits, trainer: TrainConfig, run_dir: str | Path | None,
-           weights: Mapping[str, torch.Tensor] | None = None, progress: bool = True) -> NetAdaptResult:
+           weights: Mapping[str, torch.Tensor] | None = None, progress: bool = True,
+           scorer: SupernetScorer | None = None, data_config: DataConfig | None = None) -> NetAdaptResult:
     """NetAdapt on ``seed_spec`` (its classes and resolution must be the data's) with the
     project's trainer and ``config`` (checked when it was built); ``run_dir`` holds checkpoints
-    and ``history.json`` and is resumed."""
+    and ``history.json`` and is resumed. With ``config.supernet`` the proposals are scored on that
+    supernet (``scorer``: one already loaded, e.g. the search's; else it is loaded, scoring on
+    ``data``, which ``data_config`` must describe as the supernet's record does); the seed is then not
+    trained and ``weights`` are not used."""
     if (seed_spec.num_classes, seed_spec.resolution) != (data.num_classes, data.resolution):
         raise MobilenasError(
             f"seed spec has {seed_spec.num_classes} classes at resolution {seed_spec.resolution}; "
             f"the data set {data.name!r} has {data.num_classes} at resolution {data.resolution}")
-    model = seed_model(seed_spec, data, trainer, weights=weights, pretrain_steps=config.pretrain_steps,
-                       run_dir=run_dir)
+    model: MobileNetV3Like | None = None
+    if config.supernet:
+        if scorer is None:
+            if data_config is None:
+                raise ValueError("refine: data_config (the options data was loaded with) is needed to check "
+                                 "netadapt.supernet's data")
+            scorer = SupernetScorer.load(config.supernet, data, data_config)
+        if weights is not None:
+            logger.info("netadapt.supernet is set: the seed's weights are not used (the supernet's are)")
+    else:
+        scorer = None
+        model = seed_model(seed_spec, data, trainer, weights=weights, pretrain_steps=config.pretrain_steps,
+                           run_dir=run_dir)
     fine_tune, evaluate_fn = trainer_hooks(data, trainer, lr_scale=config.finetune_lr_scale,
                                            progress_above=config.short_steps)
     return netadapt(seed_spec, model, config, latency_ms=latency_ms, fine_tune=fine_tune,
-                    evaluate=evaluate_fn, run_dir=run_dir, progress=progress)
+                    evaluate=evaluate_fn, run_dir=run_dir, progress=progress, scorer=scorer)
+
+
+def scorer_record(config: NetAdaptConfig) -> str:
+    """How the proposals were scored, for the run record: ``fine_tune`` or ``supernet:<run dir>``."""
+    return f"supernet:{config.supernet}" if config.supernet else "fine_tune"
 
 
 def write_outputs(run_dir: str | Path, result: NetAdaptResult, *, data: DatasetSplits, trainer: TrainConfig,
@@ -127,7 +149,8 @@ def write_outputs(run_dir: str | Path, result: NetAdaptResult, *, data: DatasetS
                 "trainer": trainer.to_dict()},
         provenance={"method": "NetAdapt (MobileNetV3 paper, section 4.2)",
                     "seed": seed_source or str(seed_spec), "seed_spec": str(seed_spec),
-                    "metric": config.metric, "kinds": list(config.kinds), "iterations": result.iterations,
+                    "metric": config.metric, "kinds": list(config.proposal_kinds),
+                    "scorer": scorer_record(config), "iterations": result.iterations,
                     "status": result.status, "history": "history.json"})
     summary = {**result.summary(), "protocol": record.protocol, "test_top1": test_top1, "data": record.data,
                "budget": record.budget, "provenance": record.provenance}

@@ -6,9 +6,12 @@ import gzip
 import os
 import pickle
 import re
+import signal
 import struct
 import tracemalloc
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +19,9 @@ import pytest
 import torch
 from PIL import Image
 
-from evaluators.data import DataConfig, cifar, folder, load_dataset
+from evaluators.data import DataConfig, cifar, folder, load_dataset, load_training_data
 from evaluators.data.idx import MAX_IDX_BYTES, read_idx
+from evaluators.data.imagenet_eval import list_images
 from evaluators.training import load_checkpoint
 from search.netadapt.checkpoint import load_netadapt_state
 from search_spaces.errors import DataError
@@ -163,3 +167,40 @@ def test_malicious_checkpoint_is_refused_without_running_code_or_advising_weight
     assert "holds objects other than tensors and plain data" in message
     assert "mobilenas never unpickles arbitrary objects" in message
     assert "weights_only" not in message and "\n" not in message
+
+
+@contextmanager
+def deadline(seconds: int) -> Iterator[None]:
+    """A failure instead of a hang: opening a FIFO for reading blocks until a writer comes."""
+    def expire(*_: object) -> None:
+        raise AssertionError(f"still blocked after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_a_fifo_or_folder_named_like_an_image_is_skipped_and_never_decoded(tmp_path):
+    for name in ("cat", "dog"):
+        (tmp_path / name).mkdir()
+        for i in range(2):
+            Image.new("RGB", (8, 8)).save(tmp_path / name / f"{i}.png")
+    fifo = tmp_path / "cat" / "x.jpg"
+    os.mkfifo(fifo)
+    os.symlink(fifo, tmp_path / "dog" / "link.jpg")  # a link within the root, to the FIFO
+    (tmp_path / "dog" / "folder.png").mkdir()
+    cfg = DataConfig(name="folder", root=str(tmp_path), resolution=8, val_size=0, test_size=0, workers=0)
+    with deadline(10):
+        for stream in (False, True):
+            data = load_training_data(DataConfig(**{**cfg.__dict__, "stream": stream}))
+            assert len(data.train) == 4
+            assert [len(y) for _, y in data.loader("train", 4)] == [4]
+        assert len(list_images(tmp_path)[0]) == 4  # mobilenas reproduce action=evaluate
+        for path in (fifo, tmp_path / "dog" / "link.jpg"):  # a file swapped for a FIFO after the listing
+            with pytest.raises(DataError, match=rf"{path.name}: not a regular file \(a FIFO\)"):
+                folder.decode_image(path, lambda image: image.size)

@@ -83,7 +83,9 @@ def test_a_search_of_another_space_than_the_supernets_is_refused(supernet_dir, t
 
 
 def test_the_command_line_names_a_missing_supernet_directory(tmp_path):
+    missing = tmp_path / "no_supernet"
     result = subprocess.run([sys.executable, "-m", "search", "search", "proxy=predictor",
-                             f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=600)
+                             f"proxy.supernet={missing}", f"hydra.run.dir={tmp_path / 'run'}"],
+                            capture_output=True, text=True, timeout=600)
     assert result.returncode == 2, result.stderr[-2000:]
-    assert "proxy.supernet: proxy=predictor needs a supernet run directory" in result.stderr
+    assert f"error: {missing}: supernet run dir not found" in result.stderr
