@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -33,6 +32,7 @@ from standalone import (
     StandaloneRuns,
     fashion_data,
     key,
+    run_logged,
     small_space,
     supernet_command,
     supernet_ready,
@@ -75,8 +75,7 @@ def run_search(out: Path, args: argparse.Namespace, supernet: Path, target_ms: f
             f"study.workers={args.search_workers}", "study.name=quality", "refine=false", "export=false",
             f"latency.timer={LATENCY.timer}", f"latency.tables_dir={tables}", f"hydra.run.dir={run_dir}"]
     started = time.perf_counter()
-    with open(out / "search.log", "a") as log:
-        subprocess.run(argv, check=True, stdout=log, stderr=subprocess.STDOUT)
+    run_logged(argv, out / "search.log")
     print(f"search: {args.trials} trials in {(time.perf_counter() - started) / 60:.1f} min "
           f"(log: {out / 'search.log'})", flush=True)
     return serialize.load_spec_file(run_dir / "winner.json")
@@ -102,6 +101,8 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2, help="training processes (1 thread each)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    if args.random < 1:
+        parser.error("--random must be >= 1")
     started = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
     args.data_root = args.data_root.resolve()
@@ -113,8 +114,8 @@ def main() -> None:
           flush=True)
     if not supernet_ready(args.supernet):
         print(f"training a supernet into {args.supernet} ({args.supernet_epochs} epochs)", flush=True)
-        subprocess.run(supernet_command(args.supernet, data, epochs=args.supernet_epochs,
-                                        batch_size=args.batch, lr=args.lr, threads=args.jobs), check=True)
+        run_logged(supernet_command(args.supernet, data, epochs=args.supernet_epochs, batch_size=args.batch,
+                                    lr=args.lr, threads=args.jobs), args.out / "supernet.log")
 
     tables = (args.out / "tables").resolve()
     predict = latency_evaluator(LatencyConfig(timer=LATENCY.timer, tables_dir=str(tables)), RESOLUTION)

@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -86,10 +86,13 @@ def _train(spec_json: str, seed: int, budget: Budget) -> dict[str, Any]:
             "seconds": result.seconds}
 
 
-def _command(argv: list[str], log: str) -> dict[str, Any]:
+def run_logged(argv: list[str], log: str | Path) -> dict[str, Any]:
+    """Run ``argv`` with its output appended to ``log``; SystemExit naming the log when it fails."""
     started = time.perf_counter()
     with open(log, "a") as out:
-        subprocess.run(argv, check=True, stdout=out, stderr=subprocess.STDOUT)
+        code = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT).returncode
+    if code != 0:
+        raise SystemExit(f"error: {' '.join(argv[2:5])} failed (exit status {code}); its output: {log}")
     return {"seconds": time.perf_counter() - started}
 
 
@@ -114,7 +117,11 @@ class StandaloneRuns:
 
     def __init__(self, results: Path, data: DataConfig, budget: Budget, *, jobs: int, threads: int) -> None:
         self.path, self.data, self.budget, self.jobs, self.threads = results, data, budget, jobs, threads
-        self.done: dict[str, dict[str, Any]] = (json.loads(results.read_text()) if results.is_file() else {})
+        self.settings = {"budget": asdict(budget), "data": asdict(data)}
+        saved = json.loads(results.read_text()) if results.is_file() else {"settings": self.settings}
+        if saved.get("settings") != self.settings:
+            raise SystemExit(f"error: {results} holds runs of another budget or data set; use another --out")
+        self.done: dict[str, dict[str, Any]] = saved.get("runs", {})
 
     def run(self, pairs: Iterable[tuple[ArchSpec, int]], *, commands: Iterable[tuple[str, list[str]]] = (),
             on_result: Callable[[str, dict[str, Any]], None] | None = None) -> dict[str, dict[str, Any]]:
@@ -130,14 +137,19 @@ class StandaloneRuns:
                                  initargs=(self.data, self.threads)) as pool:
             futures: dict[Future[dict[str, Any]], str] = {}
             for name, argv in commands:
-                futures[pool.submit(_command, argv, str(self.path.parent / f"{name}.log"))] = name
+                futures[pool.submit(run_logged, argv, self.path.parent / f"{name}.log")] = name
             for spec, seed in todo:
                 futures[pool.submit(_train, serialize.to_json(spec), seed, self.budget)] = key(spec, seed)
-            for future in as_completed(futures):
-                name, result = futures[future], future.result()
-                if name not in command_names:
-                    self.done[name] = result
-                    serialize.atomic_write_text(self.path, json.dumps(self.done, indent=1))
-                if on_result is not None:
-                    on_result(name, result)
+            try:
+                for future in as_completed(futures):
+                    name, result = futures[future], future.result()
+                    if name not in command_names:
+                        self.done[name] = result
+                        serialize.atomic_write_text(self.path, json.dumps(
+                            {"settings": self.settings, "runs": self.done}, indent=1))
+                    if on_result is not None:
+                        on_result(name, result)
+            except BaseException:  # a failed job or Ctrl-C: drop the queued runs instead of training them
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
         return self.done

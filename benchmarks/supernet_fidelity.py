@@ -28,7 +28,16 @@ from typing import Any
 
 import torch
 from scipy.stats import kendalltau, spearmanr
-from standalone import FASHION, Budget, StandaloneRuns, fashion_data, key, small_space, supernet_command
+from standalone import (
+    FASHION,
+    Budget,
+    StandaloneRuns,
+    fashion_data,
+    key,
+    small_space,
+    supernet_command,
+    supernet_ready,
+)
 
 from evaluators.accuracy import ProxyConfig
 from evaluators.accuracy.factory import accuracy_evaluator
@@ -64,11 +73,16 @@ def chosen_architectures(out: Path, space: SearchSpace,
                          args: argparse.Namespace) -> list[tuple[ArchSpec, float]]:
     """The architectures of this run (``archs.json``, so a rerun trains the same ones)."""
     path = out / "archs.json"
+    selection = {"archs": args.archs, "pool": args.pool, "seed": args.seed}
     if path.is_file():
-        return [(serialize.from_dict(a["spec"]), a["latency_ms"]) for a in json.loads(path.read_text())]
+        saved = json.loads(path.read_text())
+        if saved["selection"] != selection:
+            raise SystemExit(f"error: {path} holds another selection ({saved['selection']}); "
+                             "use another --out")
+        return [(serialize.from_dict(a["spec"]), a["latency_ms"]) for a in saved["archs"]]
     chosen = spread_over_latency(space, args.archs, args.pool, args.seed)
-    serialize.atomic_write_text(path, json.dumps(
-        [{"spec": serialize.to_dict(s), "latency_ms": ms} for s, ms in chosen], indent=1))
+    serialize.atomic_write_text(path, json.dumps({"selection": selection, "archs": [
+        {"spec": serialize.to_dict(s), "latency_ms": ms} for s, ms in chosen]}, indent=1))
     return chosen
 
 
@@ -133,8 +147,8 @@ def main() -> None:
     parser.add_argument("--score-threads", type=int, default=1, help="threads of the scoring phase")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    if args.archs < 3 or not 0 <= args.second_seed <= args.archs:
-        parser.error("--archs must be >= 3 and --second-seed in [0, --archs]")
+    if args.archs < 3 or not 0 <= args.second_seed <= (args.archs + 1) // 2:
+        parser.error("--archs must be >= 3 and --second-seed in [0, ceil(archs / 2)] (every other one)")
     started = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
     data = fashion_data(args.data_root, train_images=args.train_images, val_images=args.val_images)
@@ -149,7 +163,7 @@ def main() -> None:
     seeds = (args.seed, args.seed + 1)
     pairs = [(s, seeds[0]) for s in specs] + [(s, seeds[1]) for s in specs[::2][:args.second_seed]]
     supernet_dir = args.out / "supernet"
-    commands = [] if (supernet_dir / "supernet.json").is_file() else [
+    commands = [] if supernet_ready(supernet_dir) else [
         ("supernet", supernet_command(supernet_dir, data, epochs=args.supernet_epochs, batch_size=args.batch,
                                       lr=args.lr, threads=1))]
     runs = StandaloneRuns(args.out / "standalone.json", data, budget, jobs=args.jobs, threads=1)

@@ -238,13 +238,20 @@ def stage_job(settings: SearchSettings, stage: SupernetStageConfig, out: Path) -
     return SupernetJob(out, settings.space, settings.data, trainer, sandwich, resuming=False)
 
 
+# trainer keys the stage sets from its own config (stage_job): named as the user sets them
+_STAGE_KEYS = {"trainer.steps": "supernet.steps", "trainer.eval_every": "supernet.steps",
+               "trainer.batch_size": "supernet.batch_size"}
+
+
 def differing_options(saved: SupernetJob, job: SupernetJob) -> list[str]:
-    """The options (``group.key``) of ``job`` that differ from ``saved``'s, but those a resumed training
-    may change (:data:`~evaluators.training.config.RESUMABLE_CHANGES`)."""
+    """The options (``group.key``, as the search's config names them) of ``job`` that differ from
+    ``saved``'s, but those a resumed training may change
+    (:data:`~evaluators.training.config.RESUMABLE_CHANGES`)."""
     before, now = saved.options(), job.options()
-    return [f"{group}.{key}" for group in now for key in now[group]
+    keys = [f"{group}.{key}" for group in now for key in now[group]
             if before[group].get(key) != now[group][key]
             and not (group == "trainer" and key in RESUMABLE_CHANGES)]
+    return list(dict.fromkeys(_STAGE_KEYS.get(key, key) for key in keys))
 
 
 def run_pipeline(job: SearchJob, run_dir: Path) -> SearchReport:
