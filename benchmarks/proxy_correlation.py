@@ -19,6 +19,7 @@ from pathlib import Path
 import optuna
 import torch
 from scipy.stats import spearmanr
+from standalone import FASHION
 
 from evaluators.accuracy import NaswotEvaluator, ProxyTrainEvaluator, SynflowEvaluator
 from evaluators.data import DataConfig, load_dataset
@@ -28,8 +29,6 @@ from search_spaces.reference import reference_spec
 from search_spaces.space import SearchSpace
 from search_spaces.space import sample_specs as space_sample_specs
 from search_spaces.spec import ArchSpec
-
-FASHION = Path(__file__).resolve().parents[2] / "shared" / "data" / "fashion-mnist"
 
 
 def sample_specs(n: int, seed: int, resolution: int) -> list[ArchSpec]:

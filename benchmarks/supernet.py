@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import torch
+from standalone import FASHION
 
 from evaluators.cost import count_cost
 from evaluators.data import DataConfig, DatasetSplits, load_dataset
@@ -34,8 +35,6 @@ from search_spaces.config import SpaceConfig, build_space
 from search_spaces.printout import format_columns
 from search_spaces.space import SearchSpace, sample_specs
 from search_spaces.spec import ArchSpec
-
-DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "fashion-mnist"
 
 
 def timed_steps(run: TrainingRun, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
@@ -149,7 +148,7 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--score-batch", type=int, default=100, help="batch size when scoring")
     parser.add_argument("--val-images", type=int, default=1000, help="validation images scored")
     parser.add_argument("--train-images", type=int, default=None, help="use only this many training images")
-    parser.add_argument("--data-root", type=Path, default=DEFAULT_ROOT)
+    parser.add_argument("--data-root", type=Path, default=FASHION)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--skip-comparison", action="store_true", help="throughput and scoring time only")
