@@ -5,22 +5,36 @@ timed end to end (V3-Large space, CPU, 1 thread, batch 1, 224x224 by default).
     python benchmarks/latency_lut.py --layers needed     # only the layers the specs need (faster)
     python benchmarks/latency_lut.py --timer thread_cpu  # on a busy shared machine
     python benchmarks/latency_lut.py --drift-correction both  # with and without, side by side
+    python benchmarks/latency_lut.py --runtime onnxruntime  # ONNX Runtime tables and networks
+    python benchmarks/latency_lut.py --threads 2 --batch 8  # other protocols
 
 The validation fits scale and overhead on the fit networks timed alongside the validation
-networks and also reports the figures with the table's stored fit.
-Prints the figures; writes report.json and validation.png to --out. Takes 3-6 minutes (twice
-that with --drift-correction both).
+networks and also reports the figures with the table's stored fit. Then the validation
+networks (none used for any fit) are timed by the plain loop a user would write
+(``benchmarks/stopwatch.py``, in a fresh process: warm-up, median of wall-clock runs), twice with
+glibc's allocator kept steady as the protocol keeps it (through glibc's environment variables)
+and once with glibc's defaults, and the protocol's ``measure`` figures and the table's
+predictions are compared with the first, absolute (share within +-10%) and ranking (Spearman),
+side by side: against the stopwatch's runs while the machine was quiet, and against all its
+runs. The second steady run against the first is the plain loop's own repeatability. Prints
+the figures; writes report.json, stopwatch*.json and validation.png to --out. Takes 3-6
+minutes (twice that with --drift-correction both).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
+from scipy.stats import spearmanr
 
 from evaluators.latency import (
     LatencyProtocol,
@@ -31,7 +45,12 @@ from evaluators.latency import (
     validate_table,
 )
 from search_spaces.config import SpaceConfig, build_space
+from search_spaces.serialize import to_dict
 from search_spaces.space import sample_specs
+
+STOPWATCH = Path(__file__).with_name("stopwatch.py")
+# glibc reads these at start-up: the protocol's steady allocator (evaluators.latency.measure) without code
+STEADY_ALLOCATOR = {"MALLOC_TRIM_THRESHOLD_": str(1 << 30), "MALLOC_MMAP_THRESHOLD_": str(32 << 20)}
 
 
 def main() -> None:
@@ -46,6 +65,10 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--timer", default="wall", choices=("wall", "thread_cpu"))
+    parser.add_argument("--runtime", default="torch", choices=("torch", "onnxruntime"))
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--no-stopwatch", action="store_true", help="skip the plain-loop comparison")
     parser.add_argument(
         "--drift-correction",
         default="reference",
@@ -62,7 +85,7 @@ def main() -> None:
     parser.add_argument("--table", default=None, help="table file (default: a fresh one in a temp dir)")
     parser.add_argument("--out", default="runs/bench_latency_lut", help="where report.json and the plot go")
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     corrections = ("reference", "none") if args.drift_correction == "both" else (args.drift_correction,)
     reports = {c: run(args, c) for c in corrections}
     if len(reports) > 1:
@@ -81,8 +104,9 @@ def run(args: argparse.Namespace, drift_correction: str) -> ValidationReport:
     space = build_space(SpaceConfig(seed=args.space), num_classes=1000, resolution=args.resolution)
     protocol = LatencyProtocol(
         device="cpu",
-        threads=1,
-        batch_size=1,
+        threads=args.threads,
+        batch_size=args.batch,
+        runtime=args.runtime,
         resolution=args.resolution,
         warmup=args.warmup,
         runs=args.runs,
@@ -154,7 +178,61 @@ def run(args: argparse.Namespace, drift_correction: str) -> ValidationReport:
         f"Spearman >= 0.95 {'met' if report.spearman >= 0.95 else 'NOT met'}"
     )
     print(f"report: {out / 'report.json'}, plot: {out / 'validation.png'}")
+    if not args.no_stopwatch:
+        compare_with_stopwatch(args, report, specs, out)
     return report
+
+
+def compare_with_stopwatch(
+    args: argparse.Namespace, report: ValidationReport, specs: list, out: Path
+) -> None:
+    """Time ``specs`` with the plain loop in a fresh process, twice (its own repeatability is
+    the floor of any agreement), and print how the protocol's figures and the table's
+    predictions compare with the first run."""
+    (out / "specs.json").write_text(json.dumps([to_dict(s) for s in specs]))
+    start = time.perf_counter()
+    quiet, everything, share = plain_loop(args, out, "stopwatch.json", STEADY_ALLOCATOR)
+    quiet2, everything2, _ = plain_loop(args, out, "stopwatch2.json", STEADY_ALLOCATOR)
+    quiet_glibc, everything_glibc, _ = plain_loop(args, out, "stopwatch-glibc.json", {})
+    seconds = time.perf_counter() - start
+    print(f"\nplain loop ({STOPWATCH.name}, a fresh process with the protocol's steady allocator, run twice; "
+          f"once with glibc's defaults; {seconds:.0f} s): "
+          f"{len(specs)} held-out networks, {100 * share:.0f}% of its groups ran while the machine was quiet")
+    stored = report.table_fit_report() or report
+    rows = [("plain loop again", quiet2, everything2),
+            ("plain, glibc default", quiet_glibc, everything_glibc),
+            ("measure (protocol)", report.measured_ms, None),
+            ("LUT, table's fit", stored.predicted_ms, None),
+            ("LUT, fit alongside", report.predicted_ms, None)]
+    print(f"{'figure':<22}{'vs plain loop':<16}{'median ratio':>13}{'within 10%':>12}{'Spearman':>10}")
+    for name, figures, figures_all in rows:
+        for label, truth, mine in (("quiet runs", quiet, figures), ("all runs", everything, figures_all)):
+            mine = np.asarray(figures if mine is None else mine)
+            keep = np.isfinite(truth) & np.isfinite(mine)
+            ratio = mine[keep] / truth[keep]
+            rho = spearmanr(mine[keep], truth[keep])[0] if keep.sum() > 1 else float("nan")
+            within = 100 * np.mean(abs(ratio - 1) <= 0.10)
+            print(f"{name:<22}{label:<16}{np.median(ratio):>13.3f}{within:>11.0f}%{rho:>10.3f}")
+    lut = np.asarray(stored.predicted_ms) / quiet
+    verdict = np.mean(abs(lut - 1) <= 0.10) >= 0.95 and spearmanr(stored.predicted_ms, quiet)[0] >= 0.95
+    print("target (LUT with the table's fit vs the quiet plain loop, steady allocator: >= 95% within +-10%, "
+          "Spearman >= 0.95): "
+          + ("met" if verdict else "NOT met"))
+
+
+def plain_loop(args: argparse.Namespace, out: Path, name: str,
+               env: dict[str, str]) -> tuple[np.ndarray, np.ndarray, float]:
+    """The stopwatch's (quiet-run, all-run) medians per spec and its share of quiet groups, run with
+    ``env`` added to the environment."""
+    subprocess.run(
+        [sys.executable, str(STOPWATCH), str(out / "specs.json"), str(out / name),
+         "--runtime", args.runtime, "--threads", str(args.threads), "--batch", str(args.batch),
+         "--warmup", str(args.warmup), "--runs", str(args.runs), "--rounds", str(args.rounds)],
+        check=True, env={**os.environ, **env},
+    )
+    plain = json.loads((out / name).read_text())
+    return (np.array([p["quiet_ms"] for p in plain]), np.array([p["all_ms"] for p in plain]),
+            float(np.mean([p["quiet_share"] for p in plain])))
 
 
 if __name__ == "__main__":

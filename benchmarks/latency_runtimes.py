@@ -5,10 +5,13 @@ whole networks timed in onnxruntime.
     python benchmarks/latency_runtimes.py --space mobilenet_v3_large --specs 16
 
 Part 1 times MobileNetV3-Large and -Small (the references, at --resolution) in the same run, in
-interleaved rounds, under both runtimes: torch eager (``runtime=torch``, no drift correction:
-stopwatch milliseconds) and ONNX Runtime (``runtime=onnxruntime``: the network exported with the
-project's exporter, ``session.run`` of an InferenceSession, --threads intra-op threads, graph
-optimization all). Part 2 builds an onnxruntime table with the layers the specs need (a fresh one
+interleaved rounds, under both runtimes, both drift-corrected in the machine's unit (stopwatch
+milliseconds of the quiet machine): torch eager (``runtime=torch``) and ONNX Runtime
+(``runtime=onnxruntime``: the network exported with the project's exporter, ``session.run`` of an
+InferenceSession, --threads intra-op threads, graph optimization all). ``latency_lut.py
+--runtime onnxruntime`` checks an onnxruntime table against the plain loop.
+
+Part 2 builds an onnxruntime table with the layers the specs need (a fresh one
 in a temp dir), fits scale and overhead on the fit networks timed alongside, and compares its
 predictions with the held-out specs (none used for the fit) timed end to end in onnxruntime:
 MAPE, share within +-10%, Spearman. The figures are as noisy as the machine: run it on a quiet one.
@@ -55,7 +58,7 @@ def main() -> None:
         "threads": args.threads, "resolution": args.resolution, "warmup": args.warmup, "runs": args.runs
     }
     runtimes = {
-        "torch eager": LatencyProtocol(drift_correction="none", **common),
+        "torch eager": LatencyProtocol(**common),
         "onnxruntime": LatencyProtocol(runtime="onnxruntime", **common),
     }
     print("protocols:\n" + "\n".join(f"  {name}: {p.describe()}" for name, p in runtimes.items()))

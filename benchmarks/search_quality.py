@@ -69,7 +69,8 @@ def run_search(out: Path, args: argparse.Namespace, supernet: Path, target_ms: f
     run_dir = out / "search"
     argv = [sys.executable, "-m", "search", "search", "space=v3_small", "data=fashion_mnist",
             f"data.root={args.data_root}", f"data.train_subset={args.train_images}",
-            f"data.val_subset={args.val_images}", f"proxy={args.proxy}", f"proxy.supernet={supernet}",
+            f"data.val_subset={args.val_images or 'null'}", f"proxy={args.proxy}",
+            f"proxy.supernet={supernet}",
             f"proxy.predictor_samples={args.predictor_samples}", "objective=hard",
             f"objective.target_ms={target_ms}", f"study.n_trials={args.trials}",
             f"study.workers={args.search_workers}", "study.name=quality", "refine=false", "export=false",
@@ -96,17 +97,19 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--lr", type=float, default=0.001)
     parser.add_argument("--train-images", type=int, default=10_000)
-    parser.add_argument("--val-images", type=int, default=2_000)
+    parser.add_argument("--val-images", type=int, default=2_000,
+                        help="the validation split; the search's supernet scores see all of it "
+                        "(conf/proxy/<kind>.yaml); 0: the whole split (6,000 images)")
     parser.add_argument("--supernet-epochs", type=int, default=12, help="when the supernet is trained here")
     parser.add_argument("--jobs", type=int, default=2, help="training processes (1 thread each)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    if args.random < 1:
-        parser.error("--random must be >= 1")
+    if args.random < 1 or args.val_images < 0:
+        parser.error("--random must be >= 1 and --val-images >= 0")
     started = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
     args.data_root = args.data_root.resolve()
-    data = fashion_data(args.data_root, train_images=args.train_images, val_images=args.val_images)
+    data = fashion_data(args.data_root, train_images=args.train_images, val_images=args.val_images or None)
     splits = load_dataset(data)
     budget = Budget(args.epochs, args.batch, args.lr)
     space = small_space(splits.num_classes)

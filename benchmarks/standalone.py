@@ -32,9 +32,10 @@ FASHION = Path(__file__).resolve().parents[2] / "shared" / "data" / "fashion-mni
 RESOLUTION = 32
 
 
-def fashion_data(root: Path, *, train_images: int, val_images: int) -> DataConfig:
+def fashion_data(root: Path, *, train_images: int, val_images: int | None) -> DataConfig:
     """Fashion-MNIST at 32x32: ``train_images`` training images, ``val_images`` held-out validation
-    images (what supernet scores and proxies see); the 10,000-image test split judges stand-alone runs."""
+    images (what supernet scores and proxies see; None: the whole split, 6,000); the 10,000-image test
+    split judges stand-alone runs."""
     return DataConfig(name="fashion_mnist", root=str(root), resolution=RESOLUTION, test_size=0,
                       train_subset=train_images, val_subset=val_images)
 
@@ -60,6 +61,18 @@ class Budget:
     def describe(self, data: DatasetSplits) -> str:
         return (f"{self.epochs} epochs of {len(data.train)} images, batch {self.batch_size}, RMSProp lr "
                 f"{self.lr}, cosine; top-1 on the {len(data.test)}-image test split")
+
+
+# data options a stand-alone result does not depend on: it trains on the train split and is judged on test
+NOT_TRAINED_ON = ("val_subset",)
+
+
+def _trained_on(settings: Any) -> Any:
+    """``settings`` without the data options of :data:`NOT_TRAINED_ON` (what a resume must match)."""
+    if not isinstance(settings, dict) or not isinstance(settings.get("data"), dict):
+        return settings
+    data = {k: v for k, v in settings["data"].items() if k not in NOT_TRAINED_ON}
+    return {**settings, "data": data}
 
 
 def key(spec: ArchSpec | str, seed: int) -> str:
@@ -102,7 +115,8 @@ def supernet_command(run_dir: Path, data: DataConfig, *, epochs: int, batch_size
     resume = "true" if (run_dir / "checkpoint.pt").is_file() else "false"
     return [sys.executable, "-m", "search", "supernet", "action=train", "space=v3_small",
             "data=fashion_mnist", f"data.root={data.root}", f"data.train_subset={data.train_subset}",
-            f"data.val_subset={data.val_subset}", f"trainer.epochs={epochs}",
+            f"data.val_subset={'null' if data.val_subset is None else data.val_subset}",
+            f"trainer.epochs={epochs}",
             f"trainer.batch_size={batch_size}", f"trainer.lr={lr}", "trainer.progress=false",
             f"threads={threads}", f"out={run_dir}", f"resume={resume}"]
 
@@ -113,13 +127,14 @@ def supernet_ready(run_dir: Path) -> bool:
 
 class StandaloneRuns:
     """Stand-alone training of (spec, seed) pairs in ``jobs`` processes of ``threads`` threads each; every
-    finished run is written to ``results`` at once, and pairs already there are not trained again."""
+    finished run is written to ``results`` at once, and pairs already there are not trained again (when they
+    were trained on the same data with the same budget; the validation subset may differ)."""
 
     def __init__(self, results: Path, data: DataConfig, budget: Budget, *, jobs: int, threads: int) -> None:
         self.path, self.data, self.budget, self.jobs, self.threads = results, data, budget, jobs, threads
         self.settings = {"budget": asdict(budget), "data": asdict(data)}
         saved = json.loads(results.read_text()) if results.is_file() else {"settings": self.settings}
-        if saved.get("settings") != self.settings:
+        if _trained_on(saved.get("settings")) != _trained_on(self.settings):
             raise SystemExit(f"error: {results} holds runs of another budget or data set; use another --out")
         self.done: dict[str, dict[str, Any]] = saved.get("runs", {})
 

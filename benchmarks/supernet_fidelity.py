@@ -10,11 +10,15 @@ the supernet (batch norm re-estimated, top-1 on the validation images), the accu
 fitted on ``--predictor-samples`` random sub-networks' supernet scores), a 100-step proxy training,
 NASWOT, SynFlow, and parameter count and MAdds. One table gives the Spearman and Kendall tau of each
 against the stand-alone top-1 (mean over seeds). Everything lands in ``--out`` (stand-alone results,
-the supernet run dir, ``fidelity.json``); a rerun resumes a killed one.
+the supernet run dir, each column's scores with the settings they were computed with, ``fidelity.json``);
+a rerun resumes a killed one and recomputes only the columns whose settings changed: e.g. rescoring an
+existing run on the whole validation split (``--val-images 0``) or with other supernet scoring options
+(``--supernet-proxy calib_batches=32``) trains nothing.
 
     python benchmarks/supernet_fidelity.py --out runs/bench/fidelity          # about an hour on 2 cores
     python benchmarks/supernet_fidelity.py --out /tmp/fid --archs 6 --second-seed 2 --epochs 1 \\
         --train-images 2000 --supernet-epochs 1 --predictor-samples 20 --pool 30   # a few minutes
+    python benchmarks/supernet_fidelity.py --out runs/bench/fidelity --val-images 0   # rescore: ~10 minutes
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import argparse
 import json
 import statistics
 import time
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,13 +45,15 @@ from standalone import (
 )
 
 from evaluators.accuracy import ProxyConfig
-from evaluators.accuracy.factory import accuracy_evaluator
+from evaluators.accuracy.config import SUPERNET_KINDS
+from evaluators.accuracy.factory import accuracy_evaluator, proxy_data_config
 from evaluators.cost import count_cost
-from evaluators.data import DataConfig, load_dataset
+from evaluators.data import DataConfig, DatasetSplits, load_dataset
 from evaluators.latency import LatencyProtocol
 from evaluators.latency.measure import measure_many
 from evaluators.supernet import SuperNet
 from evaluators.training import TrainConfig
+from search.schema import compose_options
 from search_spaces import serialize
 from search_spaces.printout import format_columns
 from search_spaces.space import SearchSpace, sample_specs
@@ -86,33 +93,97 @@ def chosen_architectures(out: Path, space: SearchSpace,
     return chosen
 
 
+def column_proxies(supernet_dir: Path,
+                   args: argparse.Namespace) -> tuple[dict[str, ProxyConfig], TrainConfig]:
+    """Each scored column's proxy and the proxy training's trainer, as ``mobilenas search proxy=<kind>``
+    composes them (``conf/proxy/<kind>.yaml`` on the search's defaults: supernet scores on the whole
+    validation split, the proxy training 100 steps), plus the benchmark's settings; ``--supernet-proxy``
+    overrides go to the supernet and predictor columns."""
+    mine = [f"proxy.{item}" for item in args.supernet_proxy]
+    columns = {"supernet": ["proxy=supernet", *mine],
+               "predictor": ["proxy=predictor", "proxy.predictor_confirm=0.0",
+                             f"proxy.predictor_samples={args.predictor_samples}", *mine],
+               "proxy 100 steps": ["proxy=train", "proxy.reports=1"],
+               "naswot": ["proxy=naswot"], "synflow": ["proxy=synflow"]}
+    proxies = {}
+    for name, overrides in columns.items():
+        proxy = compose_options("search", overrides).proxy
+        proxies[name] = replace(proxy, supernet=str(supernet_dir)) if proxy.kind in SUPERNET_KINDS else proxy
+    trainer = replace(compose_options("search").trainer, progress=False)
+    return proxies, trainer
+
+
+PREDICTOR_SEED_OFFSET = 1000
+
+
+class ScoreCache:
+    """Each column's scores in ``path`` with the settings they were computed with: a rerun recomputes a
+    column only when its proxy, the images it sees, the trainer, the seed or the specs changed."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.columns: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
+
+    def get(self, name: str, settings: dict[str, Any]) -> dict[str, Any] | None:
+        saved = self.columns.get(name)
+        return saved if saved is not None and saved["settings"] == settings else None
+
+    def put(self, name: str, settings: dict[str, Any], result: dict[str, Any]) -> None:
+        self.columns[name] = {"settings": settings, **result}
+        serialize.atomic_write_text(self.path, json.dumps(self.columns, indent=1))
+
+
+def score_column(name: str, proxy: ProxyConfig, specs: list[ArchSpec], data: DataConfig, trainer: TrainConfig,
+                 seed: int) -> dict[str, Any]:
+    """``{"scores": [...], "seconds": per spec, "extra": {...}}`` of one column (the predictor's held-out
+    figures and start-up time in ``extra``)."""
+    started = time.perf_counter()
+    evaluator = accuracy_evaluator(proxy, data, trainer, seed=seed)
+    extra: dict[str, Any] = {}
+    if name == "predictor":
+        held_out = evaluator.held_out  # type: ignore[union-attr]
+        samples = sample_specs(evaluator.net.space, proxy.predictor_samples, seed=seed)  # type: ignore[union-attr]
+        extra = {"predictor_held_out": vars(held_out), "predictor_start_s": time.perf_counter() - started,
+                 "predictor_samples_among_archs": len(set(samples) & set(specs))}
+        print(f"  predictor: fitted on {int(0.8 * proxy.predictor_samples)} supernet scores in "
+              f"{extra['predictor_start_s']:.0f} s; held out {held_out}; "
+              f"{extra['predictor_samples_among_archs']} of its samples are benchmark architectures",
+              flush=True)
+        started = time.perf_counter()
+    scores = [evaluator.evaluate(spec).accuracy for spec in specs]
+    splits = getattr(evaluator, "data", None)  # the images a supernet score or the proxy training sees
+    return {"scores": scores, "seconds": (time.perf_counter() - started) / len(specs), "extra": extra,
+            "val_images": len(splits.val) if isinstance(splits, DatasetSplits) else None}
+
+
 def cheap_scores(specs: list[ArchSpec], data: DataConfig, supernet_dir: Path,
                  args: argparse.Namespace) -> tuple[dict[str, list[float]], dict[str, float], dict[str, Any]]:
-    """Each column's score of every spec, its seconds per spec, and the predictor's held-out figures."""
-    trainer = TrainConfig(batch_size=64, progress=False)  # the search's proxy training (SearchConfig)
-    proxies = {
-        "supernet": ProxyConfig(kind="supernet", supernet=str(supernet_dir)),
-        "predictor": ProxyConfig(kind="predictor", supernet=str(supernet_dir), predictor_confirm=0.0,
-                                 predictor_samples=args.predictor_samples),
-        "proxy 100 steps": ProxyConfig(kind="train", steps=100, reports=1),
-        "naswot": ProxyConfig(kind="naswot"),
-        "synflow": ProxyConfig(kind="synflow"),
-    }
+    """Each column's score of every spec, its seconds per spec, and the predictor's held-out figures and
+    what each column was computed with (columns computed by an earlier run with the same settings are
+    read back from ``scores.json``)."""
+    proxies, trainer = column_proxies(supernet_dir, args)
+    cache = ScoreCache(args.out / "scores.json")
     scores: dict[str, list[float]] = {}
     seconds: dict[str, float] = {}
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = {"columns": {}}
     for name, proxy in proxies.items():
-        started = time.perf_counter()
-        evaluator = accuracy_evaluator(proxy, data, trainer, seed=args.seed)
-        if name == "predictor":
-            extra["predictor_held_out"] = vars(evaluator.held_out)  # type: ignore[union-attr]
-            extra["predictor_start_s"] = time.perf_counter() - started
-            print(f"  predictor: fitted on {int(0.8 * args.predictor_samples)} supernet scores; held out "
-                  f"{evaluator.held_out}", flush=True)  # type: ignore[union-attr]
-            started = time.perf_counter()
-        scores[name] = [evaluator.evaluate(spec).accuracy for spec in specs]
-        seconds[name] = (time.perf_counter() - started) / len(specs)
-        print(f"  {name}: {seconds[name]:.2f} s per architecture", flush=True)
+        # the predictor samples its sub-networks with its seed, as the pool was drawn with args.seed:
+        # with the same seed, 5 of the 16 architectures were among the predictor's own training samples
+        seed = args.seed + PREDICTOR_SEED_OFFSET if name == "predictor" else args.seed
+        settings = {"proxy": asdict(proxy), "data": asdict(proxy_data_config(proxy, data)),
+                    "trainer": asdict(trainer), "seed": seed, "specs": [str(s) for s in specs]}
+        result = cache.get(name, settings)
+        if result is None:
+            result = score_column(name, proxy, specs, data, trainer, seed)
+            cache.put(name, settings, result)
+            how = "scored"
+        else:
+            how = f"read back from {cache.path}"
+        scores[name], seconds[name] = result["scores"], result["seconds"]
+        extra.update(result["extra"])
+        extra["columns"][name] = {"val_images": result["val_images"], "proxy": asdict(proxy)}
+        print(f"  {name}: {seconds[name]:.2f} s per architecture ({how}; validation images: "
+              f"{result['val_images']})", flush=True)
     costs = [count_cost(spec) for spec in specs]
     scores["params"] = [float(c.params) for c in costs]
     scores["MAdds"] = [float(c.madds) for c in costs]
@@ -140,7 +211,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--lr", type=float, default=0.001)
     parser.add_argument("--train-images", type=int, default=10_000)
-    parser.add_argument("--val-images", type=int, default=2_000, help="what supernet scores and proxies see")
+    parser.add_argument("--val-images", type=int, default=2_000,
+                        help="the validation images supernet scores see (proxy training, NASWOT and "
+                        "SynFlow: the first 500 of them); 0: the whole split (6,000 images)")
+    parser.add_argument("--supernet-proxy", action="append", default=[], metavar="KEY=VALUE",
+                        help="a proxy.KEY=VALUE override of the supernet and predictor columns, as "
+                        "'mobilenas search' takes it (e.g. calib_batches=32, train_subset=null); repeatable")
     parser.add_argument("--supernet-epochs", type=int, default=12)
     parser.add_argument("--predictor-samples", type=int, default=200)
     parser.add_argument("--jobs", type=int, default=2, help="training processes (1 thread each)")
@@ -149,14 +225,16 @@ def main() -> None:
     args = parser.parse_args()
     if args.archs < 3 or not 0 <= args.second_seed <= (args.archs + 1) // 2:
         parser.error("--archs must be >= 3 and --second-seed in [0, ceil(archs / 2)] (every other one)")
+    if args.val_images < 0:
+        parser.error("--val-images must be >= 0 (0: the whole validation split)")
     started = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
-    data = fashion_data(args.data_root, train_images=args.train_images, val_images=args.val_images)
+    data = fashion_data(args.data_root, train_images=args.train_images, val_images=args.val_images or None)
     splits = load_dataset(data)
     budget = Budget(args.epochs, args.batch, args.lr)
     space = small_space(splits.num_classes)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; V3-Small space at 32x32; "
-          f"stand-alone: {budget.describe(splits)}", flush=True)
+          f"stand-alone: {budget.describe(splits)}; {len(splits.val)} validation images", flush=True)
 
     chosen = chosen_architectures(args.out, space, args)
     specs = [spec for spec, _ in chosen]
@@ -214,6 +292,7 @@ def main() -> None:
         "archs": [{"spec": str(s), "latency_ms": ms} for s, ms in chosen], "standalone": truth,
         "scores": scores, "correlations": correlations, "seed_spread": spread, "seconds_per_arch": seconds,
         **extra, "budget": vars(budget), "supernet_epochs": args.supernet_epochs, "wall_s": wall,
+        "val_images": len(splits.val), "supernet_proxy": args.supernet_proxy,
     }, indent=1))
 
 

@@ -64,9 +64,13 @@ def saved_job(run_dir: Path, *, key: str, progress: bool) -> SupernetJob:
                        from_record(stored.get("supernet"), SupernetTrainConfig, f"{saved}: supernet"), True)
 
 
-def train(job: SupernetJob) -> dict[str, Any]:
+RETRY = "lower trainer.lr or set trainer.clip_grad_norm"  # what to change after a diverged run
+
+
+def train(job: SupernetJob, *, retry: str = RETRY) -> dict[str, Any]:
     """Train the job's supernet, write the run dir's files and print the sizes' figures (rank 0 only
-    under torchrun); :class:`TrainingDiverged` when the training diverged."""
+    under torchrun); :class:`TrainingDiverged` ending with ``retry`` (what to do next) when the training
+    diverged."""
     ctx = context()
     splits = load_dataset(job.data)
     space = build_space(job.space, num_classes=splits.num_classes, resolution=splits.resolution,
@@ -87,8 +91,7 @@ def train(job: SupernetJob) -> dict[str, Any]:
     ctx.barrier()
     if not result.ok:
         metrics_file = job.run_dir / "metrics.json"
-        raise TrainingDiverged(f"supernet training diverged: {result.message}; see {metrics_file}; "
-                               "lower trainer.lr or set trainer.clip_grad_norm")
+        raise TrainingDiverged(f"supernet training diverged: {result.message}; see {metrics_file}; {retry}")
     if ctx.is_main:
         _print_training(metrics, job.run_dir)
     return metrics

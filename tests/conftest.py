@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+
 import optuna
 import pytest
 import torch
@@ -12,6 +15,18 @@ from search_spaces.reference import reference_spec
 from search_spaces.space import SearchSpace
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _speed_unit_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Latency units calibrated by tests go to a temporary store, not the user's cache."""
+    before = os.environ.get("MOBILENAS_CACHE_DIR")
+    os.environ["MOBILENAS_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if before is None:
+        del os.environ["MOBILENAS_CACHE_DIR"]
+    else:
+        os.environ["MOBILENAS_CACHE_DIR"] = before
 
 
 @pytest.fixture(scope="session", params=["mobilenet_v3_large", "mobilenet_v3_small"])

@@ -1,18 +1,24 @@
 """Drift correction: timing against a fixed reference workload measured alongside.
 
-On shared and virtual CPUs the speed of a core changes by 10-40% from one second to the next
-(other tenants, frequency scaling), far more than the differences a search must rank. A
-lookup table measured over minutes then mixes rows timed at different speeds, and two end-to-
-end timings of the same network disagree. What changes slowly is the *speed*, and it affects a
-small fixed workload run a few milliseconds earlier or later the same way. So a corrected run
-is ``t * reference_ms / r``: the target's time ``t`` scaled by how much slower than usual the
-reference ran next to it (``r``, the mean of the reference timings just before and just after
-the group of runs). ``reference_ms`` -- the reference's time when the machine runs at full
-speed -- is calibrated once per process (a low percentile over a few seconds of runs) or taken
-from the lookup table being extended, so that all rows of one table share one unit.
+On shared and virtual CPUs the speed of a core changes from one second to the next: on this
+project's 2-vCPU machines a busy sibling hyperthread (another process, another tenant) halves
+it for seconds at a time, far more than the differences a search must rank. A lookup table
+measured over minutes then mixes rows timed at different speeds, and two end-to-end timings of
+the same network disagree. What changes slowly is the *speed*, and it affects a small fixed
+workload run a few milliseconds earlier or later the same way. So a corrected run is
+``t * reference_ms / r``: the target's time ``t`` scaled by how much slower than at full speed
+the reference ran next to it (``r``, the mean of the reference timings just before and just
+after the group of runs).
 
-The reference is run three times for each timing and only the third run counts: the target
-evicts the reference from the caches, and a cold reference would measure the target's
+``reference_ms`` is the unit: the reference's time on this machine at full speed, timed the
+way ``r`` is. A corrected figure is therefore what a stopwatch reads on this machine when it
+is quiet (nothing else running on its cores), in real milliseconds. The unit is calibrated
+once per machine, protocol threads and clock, and kept in a small file
+(:mod:`evaluators.latency.speed_unit`): every process, today's and next month's, measures in
+the same unit, and a lookup table keeps the unit it was built with.
+
+The reference is run four times for each timing and the faster of the last two counts: the
+target evicts the reference from the caches, and a cold reference would measure the target's
 footprint instead of the machine's speed.
 """
 
@@ -26,12 +32,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from evaluators.latency.speed_unit import read_unit, stored_unit
 from search_spaces.builder import build_model
 from search_spaces.reference import reference_spec
 
 GROUP_MS = 5.0  # target runs timed between two reference timings, in ms of target time
-CALIBRATION_S = 3.0  # seconds of reference runs when calibrating
-CALIBRATION_PERCENTILE = 10.0  # of the calibration runs: the machine at full speed
+CALIBRATION_S = 3.0  # seconds of reference runs when calibrating (the first time on a machine:
+FIRST_CALIBRATION_S = 10.0  # longer than the slow spells seen, up to ~7 s) ...
+CALIBRATION_WINDOW_S = 0.1  # ... in windows of this length, each summarized by its median
+FULL_SPEED_MARGIN = 1.25  # windows within this factor of the fastest one ran at full speed
 
 Clock = Callable[[], int]
 
@@ -54,29 +63,39 @@ class SpeedReference:
         self.x = torch.randn(1, 3, 112, 112, generator=torch.Generator().manual_seed(0))
 
     def time_ms(self, clock: Clock) -> float:
-        """One warm timing: two runs put the reference back in the caches (after a network the
-        first is ~60% slower, the second still ~5%), the third is timed."""
+        """One warm timing: two untimed runs put the reference back in the caches (after a
+        network the first is ~60% slower, the second still ~5%), then the faster of two timed
+        runs (a single run still carries the eviction and the odd interruption)."""
         self.module(self.x)
         self.module(self.x)
-        start = clock()
-        self.module(self.x)
-        return (clock() - start) / 1e6
+        best = math.inf
+        for _ in range(2):
+            start = clock()
+            self.module(self.x)
+            best = min(best, (clock() - start) / 1e6)
+        return best
 
-    def calibrate(self, clock: Clock) -> float:
-        """The reference's time at full speed: a low percentile of its timings over
-        :data:`CALIBRATION_S` seconds (slow spells last a second or two; the percentile skips
-        them)."""
+    def calibrate(self, clock: Clock, seconds: float = CALIBRATION_S) -> float:
+        """The reference's time at full speed: timings over ``seconds`` in windows of
+        :data:`CALIBRATION_WINDOW_S`; the median of the windows that ran within
+        :data:`FULL_SPEED_MARGIN` of the fastest one (slow spells last seconds and are skipped;
+        a calibration that sees only a slow spell is caught by :func:`stored_unit`)."""
         for _ in range(5):
             self.time_ms(clock)
-        times: list[float] = []
-        deadline = time.monotonic() + CALIBRATION_S
-        while time.monotonic() < deadline or len(times) < 20:
-            times.append(self.time_ms(clock))
-        return float(np.percentile(times, CALIBRATION_PERCENTILE))
+        windows: list[float] = []
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline or len(windows) < 3:
+            times: list[float] = []
+            end = time.monotonic() + CALIBRATION_WINDOW_S
+            while time.monotonic() < end or len(times) < 3:
+                times.append(self.time_ms(clock))
+            windows.append(float(np.median(times)))
+        fastest = min(windows)
+        return float(np.median([w for w in windows if w <= FULL_SPEED_MARGIN * fastest]))
 
 
 _reference: SpeedReference | None = None
-_calibrated: dict[tuple[int, str], float] = {}
+_calibrated: dict[str, float] = {}
 
 
 def speed_reference() -> SpeedReference:
@@ -87,13 +106,22 @@ def speed_reference() -> SpeedReference:
     return _reference
 
 
-def calibrated_reference_ms(threads: int, timer: str) -> float:
-    """The reference's full-speed time under ``threads`` and ``timer``, calibrated once per
-    process (called by the measurement with torch's threads, inference mode and its lock held)."""
-    key = (threads, timer)
+def calibrated_reference_ms(threads: int, timer: str, machine: str) -> float:
+    """The reference's full-speed time under ``threads`` and ``timer`` on ``machine`` (a
+    fingerprint string): calibrated once per process (for :data:`FIRST_CALIBRATION_S` when the
+    machine has no stored unit yet) and reconciled with the unit stored for the machine
+    (:func:`stored_unit`), which it returns. Called by the measurement with torch's threads,
+    inference mode and its lock held."""
+    key = unit_key(machine, threads, timer)
     if key not in _calibrated:
-        _calibrated[key] = speed_reference().calibrate(clock_for(timer))
+        seconds = CALIBRATION_S if read_unit(key) is not None else FIRST_CALIBRATION_S
+        _calibrated[key] = stored_unit(key, speed_reference().calibrate(clock_for(timer), seconds))
     return _calibrated[key]
+
+
+def unit_key(machine: str, threads: int, timer: str) -> str:
+    """The key of a unit in the machine's store."""
+    return f"{machine}|threads={threads}|timer={timer}"
 
 
 def corrected_runs(

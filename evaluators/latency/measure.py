@@ -15,8 +15,8 @@ defaults back would switch off its adaptive threshold); the process keeps its pe
 
 With ``drift_correction=reference`` (the CPU default) every group of runs is bracketed by
 timings of a fixed reference workload and scaled by the machine's speed at that moment (see
-:mod:`evaluators.latency.drift`): the figure is the latency at full speed, in milliseconds of
-the calibrated reference (``reference_ms``, per process or passed in by a lookup table).
+:mod:`evaluators.latency.drift`): the figure is the stopwatch on this machine when quiet, in
+milliseconds of the machine's stored unit (``reference_ms``; a lookup table passes its own).
 
 Several targets can be measured in interleaved rounds (``rounds > 1``): every target gets its
 runs spread over the rounds, so a burst of load from other processes hits all of them alike
@@ -133,7 +133,8 @@ def measure_many(
     samples: list[list[float]] = [[] for _ in targets]
     with _settings(protocol):
         if protocol.drift_correction == "reference":
-            reference_ms = reference_ms or calibrated_reference_ms(protocol.threads, protocol.timer)
+            reference_ms = reference_ms or calibrated_reference_ms(
+                protocol.threads, protocol.timer, str(protocol.fingerprint))
         else:
             reference_ms = None
         if rounds == 1:  # build one target at a time: tables measure thousands of layers

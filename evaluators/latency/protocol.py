@@ -131,12 +131,17 @@ class LatencyProtocol:
     workload timed next to it (CPU only; see :mod:`evaluators.latency.drift`), ``none`` takes
     the runs as they are; ``auto`` (the default) is ``reference`` on ``cpu``, else ``none``.
 
+    What the figure means: the ``statistic`` of wall-clock milliseconds of the timed call, as a
+    plain loop (warm-up, then timed runs) reads them on this machine when it is quiet; drift
+    correction only takes out the slow spells other processes cause, in a unit stored per
+    machine (:mod:`evaluators.latency.speed_unit`), so figures of different processes and
+    days agree. ``thread_cpu`` figures are CPU milliseconds of the thread instead.
+
     ``runtime="onnxruntime"``: the timed call is ``session.run`` of an ``InferenceSession`` on
     the exported model (``threads`` intra-op threads, 1 inter-op thread, sequential execution,
     graph optimization ``ort_optimization``, execution provider ``ort_provider``, denormals as
-    zero) on a fixed float32 input; the figure is stopwatch milliseconds (wall clock, no drift
-    correction), contiguous input. ``ort_*`` default to ``all`` and ``CPUExecutionProvider``
-    and are ``-`` for torch.
+    zero) on a fixed float32 input, contiguous; drift-corrected on ``cpu`` like torch.
+    ``ort_*`` default to ``all`` and ``CPUExecutionProvider`` and are ``-`` for torch.
     """
 
     device: str = "cpu"
@@ -173,8 +178,7 @@ class LatencyProtocol:
         _check_choice("runtime", self.runtime, RUNTIMES)
         self._check_runtime()
         if self.drift_correction == "auto":
-            correct = self.device == "cpu" and self.runtime == "torch"
-            object.__setattr__(self, "drift_correction", "reference" if correct else "none")
+            object.__setattr__(self, "drift_correction", "reference" if self.device == "cpu" else "none")
         _check_choice("drift_correction", self.drift_correction, (*DRIFT_CORRECTIONS, "auto"))
         if self.drift_correction == "reference" and self.device != "cpu":
             raise ConfigError(
@@ -218,8 +222,6 @@ class LatencyProtocol:
              f"ort_provider: {self.ort_provider} is not this machine's CPU (use CPUExecutionProvider)"),
             (self.memory_format != "contiguous", "memory_format: must be contiguous"),
             (self.timer != "wall", "timer: must be wall (stopwatch milliseconds)"),
-            (self.drift_correction == "reference", "drift_correction: must be none or auto (stopwatch "
-                                                   "milliseconds, not corrected)"),
         ]
         for bad, message in problems:
             if bad:
@@ -304,7 +306,7 @@ RUNTIME_FIELDS = ("runtime", "ort_optimization", "ort_provider")  # optional in 
 
 def default_table_name(protocol: LatencyProtocol) -> str:
     """``<device>-t<threads>-b<batch>-r<resolution>[-cl][-cputime][-nodrift][-ort].json``
-    (``-nodrift``: a torch CPU table without drift correction; ``-ort``: runtime onnxruntime,
+    (``-nodrift``: a CPU table without drift correction; ``-ort``: runtime onnxruntime,
     with ``-<level>`` unless its graph optimization is ``all``)."""
     device = re.sub(r"[^A-Za-z0-9._+-]", "", protocol.device)
     name = f"{device}-t{protocol.threads}-b{protocol.batch_size}-r{protocol.resolution}"
@@ -312,7 +314,7 @@ def default_table_name(protocol: LatencyProtocol) -> str:
         name += "-cl"
     if protocol.timer == "thread_cpu":
         name += "-cputime"
-    if protocol.device == "cpu" and protocol.runtime == "torch" and protocol.drift_correction == "none":
+    if protocol.device == "cpu" and protocol.drift_correction == "none":
         name += "-nodrift"
     if protocol.runtime == "onnxruntime":
         name += "-ort" + ("" if protocol.ort_optimization == "all" else f"-{protocol.ort_optimization}")

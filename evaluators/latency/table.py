@@ -3,7 +3,7 @@ the protocol they were measured under, in one JSON file.
 
 The file::
 
-    {"format": "mobilenas.latency_table", "version": 2,
+    {"format": "mobilenas.latency_table", "version": 3,
      "protocol": {"device": "cpu", "threads": 1, ..., "fingerprint": {...}},
      "reference_ms": 0.3121,
      "fit": {"scale": 1.25, "overhead_ms": 0.1, "n_specs": 8, "rmse_ms": 0.2},
@@ -56,8 +56,9 @@ from search_spaces.spec import ArchSpec, Layer
 log = logging.getLogger(__name__)
 
 FORMAT = "mobilenas.latency_table"
-VERSION = 2  # 2: drift correction (reference_ms)
+VERSION = 3  # 2: drift correction (reference_ms); 3: its unit is stopwatch ms of the quiet machine
 _FIELDS = ("format", "version", "protocol", "reference_ms", "fit", "rows")
+_OLDER = {1: "without drift correction", 2: "in the old drift unit, 10-30% below a stopwatch"}
 _OPTIONAL_FIELDS = ("imports",)  # written only when the table holds imported rows
 _CHUNK = 4  # layers measured between progress updates and save checks (well under a second each)
 SAVE_INTERVAL_S = 2.0  # a build saves at least this often: a kill loses at most a few seconds of rows
@@ -448,10 +449,10 @@ def _parse(
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise LatencyError(f"{path}: not a mobilenas latency table (its 'format' is not {FORMAT!r})")
     if data.get("version") != VERSION:
-        older = isinstance(data.get("version"), int) and data["version"] < VERSION
+        older = data.get("version") in _OLDER
         raise LatencyError(
             f"{path}: latency table version {data.get('version')!r} is not supported; expected {VERSION}"
-            + (f"; it was measured by an older mobilenas without drift correction: delete {path} to "
+            + (f"; it was measured by an older mobilenas ({_OLDER[data['version']]}): delete {path} to "
                "measure a new table" if older else "")
         )
     if not set(_FIELDS) <= set(data) <= {*_FIELDS, *_OPTIONAL_FIELDS}:

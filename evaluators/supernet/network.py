@@ -6,6 +6,13 @@ module. Any spec of the space runs as a sub-network: depth by the first blocks o
 and expansion by leading channels, smaller kernels through learned transformations of the kernel's
 centre, SE on or off, ReLU or hard-swish on the same weights. Stem and head are the seed's (the
 head's input conv reads the leading channels of the last stage).
+
+Initialisation is the builder's, but for BigNAS's zero-initialised residual branches: the last batch
+norm of every block after a stage's first (a residual block in every sub-network) starts with zero
+scale, so each such block starts as the identity and every sub-network as its shallowest form. Without
+it the largest sub-network of V3-Small's space (16 blocks, residual sums growing block after block),
+trained alone as a plain network on the embedded synthetic set, stayed at chance (9.0% after 150
+steps, 12.2% after 400) where the seed reached 31.4%; with it, 31.2% after 150 steps.
 """
 
 from __future__ import annotations
@@ -90,6 +97,7 @@ class SuperNet(nn.Module):
             in_widths = widths
         self.head = ElasticHead(max(in_widths), seed.head, seed.num_classes)
         init_weights(self)
+        self.zero_residual_branches()
         # channels-last weights and inputs: on the CPU 4.4x faster for V3-Small's largest sub-network
         # at 32x32 (wide 7x7 depthwise convs); the format survives .to(device) and deep copies
         self.memory_format = torch.channels_last
@@ -97,6 +105,14 @@ class SuperNet(nn.Module):
         self._plans: OrderedDict[ArchSpec, tuple[BlockSlot, ...]] = OrderedDict()
         self._active = largest
         self._slots = self.plan(largest)
+
+    @torch.no_grad()
+    def zero_residual_branches(self) -> None:
+        """Zero the last batch-norm scale of each block that is residual in every sub-network (all but
+        a stage's first: stride 1, stage width in and out), making it the identity (BigNAS's init)."""
+        for stage in range(len(self.stages)):
+            for index in range(1, len(self.stages[stage])):  # type: ignore[arg-type]
+                nn.init.zeros_(self.block_at(stage, index).project_bn.weight)
 
     # --- the space's corners and random members ---------------------------------------
     def largest(self) -> ArchSpec:

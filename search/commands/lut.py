@@ -20,7 +20,9 @@ from evaluators.latency import (
     space_fit_specs,
     validate_table,
 )
+from evaluators.latency.drift import unit_key
 from evaluators.latency.kit import export_kit
+from evaluators.latency.speed_unit import FASTER, read_unit
 from search_spaces.config import SpaceConfig, build_space
 from search_spaces.errors import ConfigError
 from search_spaces.limits import SpecLimits
@@ -204,6 +206,20 @@ def _fit(job: _Job, table: LatencyTable, specs: list[ArchSpec]) -> None:
     )
 
 
+def _unit_line(table: LatencyTable) -> str:
+    """The table's drift unit, and a warning when this machine's stored unit differs (a table
+    started from a calibration taken in a slow spell reads that much above a quiet stopwatch)."""
+    if not table.reference_ms:
+        return ""
+    protocol = table.protocol
+    machine = read_unit(unit_key(str(protocol.fingerprint), protocol.threads, protocol.timer))
+    line = f"drift unit: reference workload {table.reference_ms:.4f} ms"
+    if machine and abs(table.reference_ms / machine - 1) > 1 - FASTER:
+        line += (f"; this machine's stored unit is {machine:.4f} ms, so the table's figures read "
+                 f"{table.reference_ms / machine:.2f}x a quiet stopwatch: rebuild it to fix that")
+    return line + "\n"
+
+
 def _print_table(table: LatencyTable, space: SearchSpace) -> None:
     layers = list(space.layers())
     covered = sum(layer in table for layer in layers)
@@ -212,7 +228,7 @@ def _print_table(table: LatencyTable, space: SearchSpace) -> None:
     print(
         f"table {table.path}: {len(table)} rows; covers {covered} of the space's {len(layers)} layers\n"
         f"protocol: {table.protocol.describe()}\n"
-        + (f"drift unit: reference workload {table.reference_ms:.4f} ms\n" if table.reference_ms else "")
+        + _unit_line(table)
         + f"fit: scale {fit.scale:.3f}, overhead {fit.overhead_ms:.3f} ms, {fit.n_specs} networks{rmse}"
     )
     for record in table.imports:

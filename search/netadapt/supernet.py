@@ -2,7 +2,8 @@
 
 Each proposal is a sub-network of the supernet's space (:mod:`search.netadapt.subnets`), scored
 by a :class:`~evaluators.accuracy.weight_sharing.SupernetEvaluator` (batch norm re-estimated on
-fixed, seeded training batches, then top-1 on the validation split). At the end the refined
+fixed, seeded training batches, then top-1 on the validation split: the search's proxy data, whose
+``proxy.val_subset`` is null for proxy=supernet|predictor, or all of ``refine``'s). At the end the refined
 network's weights are extracted from the supernet (:func:`search.weights.extract_subnet`) for the
 final fine-tune.
 """
@@ -88,7 +89,8 @@ class SupernetScorer:
                               seed=ev.seed).train()
 
     def describe(self) -> dict[str, Any]:
-        """What a checkpoint and the run record say about the scorer (a resume must match it)."""
+        """What a checkpoint and the run record say about the scorer (a resume must match it: scores on
+        another number of validation images are not comparable)."""
         ev = self.evaluator
         return {"supernet": self.source, "calib_batches": ev.calib_batches,
-                "batch_size": ev.batch_size, "seed": ev.seed}
+                "batch_size": ev.batch_size, "seed": ev.seed, "val_images": len(ev.data.val)}

@@ -67,10 +67,10 @@ def test_another_protocol_or_machine_is_refused(built, protocol):
         (lambda text: text[: len(text) // 2], r"truncated or corrupt \(.* at line \d+, column \d+\); delete"),
         (lambda text: "", "the latency table file is empty"),
         (lambda text: json.dumps({"format": "something else"}), "not a mobilenas latency table"),
-        (lambda text: text.replace('"version": 2', '"version": 7'), "version 7 is not supported"),
+        (lambda text: text.replace('"version": 3', '"version": 7'), "version 7 is not supported"),
         (
-            lambda text: text.replace('"version": 2', '"version": 1'),
-            "version 1 is not supported; expected 2; it was measured by an older mobilenas without drift",
+            lambda text: text.replace('"version": 3', '"version": 2'),
+            "version 2 is not supported; expected 3; it was measured by an older mobilenas .in the old drift",
         ),
         (lambda text: text.replace('"reference_ms": ', '"reference_ms": -'),
          "'reference_ms' must be a positive"),

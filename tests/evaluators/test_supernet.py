@@ -181,3 +181,25 @@ def test_a_spec_outside_the_space_is_refused():
     with pytest.raises(SpecError):
         net.set_active(wider)
     assert net.active == spec
+
+
+def test_deeper_sub_networks_start_as_their_shallowest_form():
+    """BigNAS's init: every block after a stage's first starts as the identity (zero last batch-norm
+    scale), so that the largest sub-network starts as shallow as the smallest and learns as fast."""
+    space = conf_space("v3_small.yaml")
+    torch.manual_seed(0)
+    net = SuperNet(space).train()  # batch statistics: the initial running ones shrink the signal to ~1e-11
+    net.head.dropout.eval()
+    largest = net.largest()
+    params = space.params_of(largest)
+    params.update({f"s{stage.index}.depth": min(stage.depths) for stage in space.stages})
+    shallow = space.spec_from_params(params)
+    assert len(shallow.blocks) < len(largest.blocks) - 3
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        deep_logits, shallow_logits = net.forward_spec(x, largest), net.forward_spec(x, shallow)
+        assert (deep_logits[0] - deep_logits[1]).abs().max() > 1e-4  # the logits depend on the input
+        assert torch.allclose(deep_logits, shallow_logits, atol=1e-6)
+        extracted = net.extract(largest)
+        extracted.head.dropout.eval()
+        assert torch.allclose(extracted(x), deep_logits, atol=1e-5)

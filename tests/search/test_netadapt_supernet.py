@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from evaluators.accuracy.weight_sharing import SupernetEvaluator
+from evaluators.data.arrays import head
 from evaluators.supernet import SuperNet, save_supernet, score_subnet
 from search.cli import main
 from search.components import extreme_spec
@@ -147,6 +148,9 @@ def test_an_interrupted_refinement_resumes_to_the_uninterrupted_result(supernet,
     with pytest.raises(DataError, match="holds a refinement with other settings"):
         netadapt(seed, None, config(), run_dir=tmp_path / "run", scorer=scorer_of(supernet, tiny_data, 2),
                  **common)
+    fewer = replace(tiny_data, val=head(tiny_data.val, 32))  # scores on other validation images
+    with pytest.raises(DataError, match="holds a refinement with other settings"):
+        netadapt(seed, None, config(), run_dir=tmp_path / "run", scorer=scorer_of(supernet, fewer), **common)
 
 
 def test_refine_command_from_a_tiny_supernet_meets_its_target(tiny_space, tiny_data_config, tmp_path, capsys):

@@ -29,7 +29,7 @@ from search.pipeline import (
 )
 from search.study import StudyConfig
 from search_spaces.config import SpaceConfig
-from search_spaces.errors import ConfigError
+from search_spaces.errors import ConfigError, TrainingDiverged
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -87,6 +87,19 @@ def test_stage_trains_into_the_run_dir_resumes_after_a_kill_and_is_reused(tmp_pa
     for untouched in (settings(kind="train"), settings(supernet="elsewhere")):
         assert supernet_stage(untouched, STAGE, tmp_path / "other") == untouched
     assert not (tmp_path / "other").exists()
+
+
+def test_a_diverged_stage_says_its_dir_must_go_before_other_options_train_a_new_one(tmp_path, monkeypatch):
+    monkeypatch.setattr(supernet_job, "plot_learning_curve", lambda *args, **kwargs: None)  # (seconds)
+    exploding = replace(settings(), trainer=replace(TRAINER, lr=1e3, clip_grad_norm=0.0, warmup_epochs=0.0))
+    out = tmp_path / "supernet"
+    with pytest.raises(TrainingDiverged) as failed:
+        supernet_stage(exploding, STAGE, tmp_path)
+    assert str(failed.value).endswith(f"; delete {out}, then rerun with a lower trainer.lr, "
+                                      "trainer.clip_grad_norm set or other supernet.* options")
+    differ = r"\(trainer.lr, trainer.warmup_epochs, trainer.clip_grad_norm differ\)"
+    with pytest.raises(ConfigError, match=differ):
+        supernet_stage(settings(), STAGE, tmp_path)  # what the old hint alone said to do: refused
 
 
 def test_search_config_needs_no_supernet_dir_when_the_stage_trains_one():
