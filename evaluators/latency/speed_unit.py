@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import os
+import stat
 from pathlib import Path
 
 from search_spaces.serialize import atomic_write_text
@@ -39,7 +40,10 @@ def store_path() -> Path:
 
 def _read(path: Path) -> dict[str, float]:
     try:
-        if path.stat().st_size > MAX_BYTES:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):  # a FIFO would block the read
+            raise ValueError("not a regular file")
+        if info.st_size > MAX_BYTES:
             raise ValueError(f"larger than {MAX_BYTES} bytes")
         data = json.loads(path.read_text())
     except FileNotFoundError:

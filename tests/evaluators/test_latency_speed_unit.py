@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -47,6 +48,14 @@ def test_a_damaged_store_is_ignored_with_a_warning_and_rewritten(store, content,
     assert stored_unit("m", 0.70) == 0.70
     assert "ignoring the stored speed units" in caplog.text
     assert json.loads(store.read_text()) == {"m": 0.70}
+
+
+def test_a_fifo_in_place_of_the_store_is_not_read(store, caplog):
+    store.parent.mkdir(parents=True)
+    os.mkfifo(store)  # reading it would block forever
+    assert stored_unit("m", 0.70) == 0.70
+    assert "not a regular file" in caplog.text
+    assert json.loads(store.read_text()) == {"m": 0.70}  # replaced by the store
 
 
 def test_an_unwritable_store_leaves_the_process_its_own_calibration(tmp_path, monkeypatch, caplog):
