@@ -32,6 +32,8 @@ from typing import Any
 
 import torch
 
+from search_spaces.errors import MobilenasError
+
 QUIET_MARGIN = 1.25
 
 
@@ -109,8 +111,20 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=10)
     args = parser.parse_args()
-    results = stopwatch(json.loads(args.specs.read_text()), runtime=args.runtime, threads=args.threads,
-                        batch=args.batch, warmup=args.warmup, runs=args.runs, rounds=args.rounds)
+    try:
+        specs = json.loads(args.specs.read_text())
+    except (OSError, ValueError) as err:
+        parser.error(f"specs: cannot read {args.specs} as JSON ({err})")
+    if not isinstance(specs, list) or not all(isinstance(s, dict) for s in specs):
+        parser.error(f"specs: {args.specs} must hold a JSON list of spec objects (as written by to_dict)")
+    for name in ("threads", "batch", "runs", "rounds"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name}: must be >= 1, got {getattr(args, name)}")
+    try:
+        results = stopwatch(specs, runtime=args.runtime, threads=args.threads,
+                            batch=args.batch, warmup=args.warmup, runs=args.runs, rounds=args.rounds)
+    except MobilenasError as err:
+        parser.error(f"specs: {args.specs}: {err}")
     args.out.write_text(json.dumps(results, indent=1) + "\n")
 
 
